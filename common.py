@@ -1,0 +1,225 @@
+"""
+Small shared helpers for the training and evaluation scripts: distributed setup under
+torchrun, rank-0 printing, atomic file writes, the checkpoint folder (an HF-format model
+folder with the training state beside the weights) and the metrics log.
+
+Not run directly. Every script does:
+
+    from common import setup_dist, print0, save_checkpoint, load_checkpoint
+    rank, world_size, local_rank, device = setup_dist()
+"""
+import json
+import os
+import random
+import shutil
+import tempfile
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+# -----------------------------------------------------------------------------
+# distributed
+
+
+def setup_dist(device_type='auto'):
+    """Initialize torch.distributed when launched by torchrun (RANK in env): nccl on CUDA,
+    gloo on CPU. Returns (rank, world_size, local_rank, device)."""
+    if device_type == 'auto':
+        device_type = 'cuda' if torch.cuda.is_available() else 'cpu'
+    if 'RANK' not in os.environ:
+        return 0, 1, 0, torch.device(device_type)
+    rank, world_size = int(os.environ['RANK']), int(os.environ['WORLD_SIZE'])
+    local_rank = int(os.environ.get('LOCAL_RANK', 0))
+    if device_type == 'cuda':
+        torch.cuda.set_device(local_rank)
+        device = torch.device('cuda', local_rank)
+    else:
+        device = torch.device('cpu')
+    if not dist.is_initialized():
+        dist.init_process_group('nccl' if device_type == 'cuda' else 'gloo')
+    return rank, world_size, local_rank, device
+
+
+def is_main():
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def print0(*args, **kwargs):
+    if is_main():
+        print(*args, **kwargs, flush=True)
+
+
+def all_reduce_sum(values, device='cpu'):
+    """Sum a list of floats across ranks (identity in one process)."""
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    if dist.is_initialized():
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def barrier():
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def cleanup_dist():
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# -----------------------------------------------------------------------------
+# atomic writes: write to a temp file in the same folder, fsync, rename over the target.
+# A process killed at any moment leaves either the old file or the new one, never half.
+
+
+def atomic_write_bytes(path, data):
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-' + os.path.basename(path))
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_write_text(path, text):
+    atomic_write_bytes(path, text.encode('utf-8'))
+
+
+def atomic_write_json(path, obj):
+    atomic_write_text(path, json.dumps(obj, indent=2) + '\n')
+
+
+def atomic_torch_save(obj, path):
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-' + os.path.basename(path))
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def read_jsonl(path):
+    """Read a jsonl file; a malformed line is an error naming file:line."""
+    rows = []
+    with open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f'{path}:{lineno}: not valid JSON ({e.msg})') from None
+    return rows
+
+
+def write_jsonl(path, rows):
+    atomic_write_text(path, ''.join(json.dumps(r) + '\n' for r in rows))
+
+
+def append_jsonl(path, row):
+    """Append one line and flush: a killed process loses at most the line being written;
+    readers (read_jsonl_tolerant) drop a torn last line."""
+    with open(path, 'a') as f:
+        f.write(json.dumps(row) + '\n')
+        f.flush()
+
+
+def read_jsonl_tolerant(path):
+    """Like read_jsonl, but a torn final line (a process killed mid-append) is dropped."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        lines = f.read().split('\n')
+    rows = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i >= len(lines) - 2:  # only the last line may be torn
+                break
+            raise ValueError(f'{path}:{i + 1}: not valid JSON') from None
+    return rows
+
+
+# -----------------------------------------------------------------------------
+# checkpoints: {out_dir}/ckpt is an HF-format folder (config.json, model.safetensors,
+# tokenizer files) that transformers loads, with train_state.pt (optimizer, step, RNG)
+# beside the weights. It is written as {out_dir}/ckpt.tmp and swapped in with renames:
+#   ckpt -> ckpt.old, ckpt.tmp -> ckpt, rm ckpt.old
+# A kill between the two renames leaves ckpt.old, which find_checkpoint falls back to.
+
+
+def find_checkpoint(out_dir):
+    """The newest complete checkpoint folder under out_dir, or None."""
+    for name in ('ckpt', 'ckpt.old'):
+        path = os.path.join(out_dir, name)
+        if os.path.isfile(os.path.join(path, 'COMPLETE')):
+            return path
+    return None
+
+
+def save_checkpoint(out_dir, model, tokenizer=None, train_state=None, extra_files=None):
+    """Write model (+ tokenizer, + train_state dict) to {out_dir}/ckpt atomically. Call on
+    rank 0 only. `model` must have save_pretrained (model.py's Qwen3)."""
+    final = os.path.join(out_dir, 'ckpt')
+    tmp, old = final + '.tmp', final + '.old'
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    model.save_pretrained(tmp)
+    if tokenizer is not None:
+        tokenizer.save(tmp)
+    if train_state is not None:
+        torch.save(train_state, os.path.join(tmp, 'train_state.pt'))
+    for name, text in (extra_files or {}).items():
+        with open(os.path.join(tmp, name), 'w') as f:
+            f.write(text)
+    with open(os.path.join(tmp, 'COMPLETE'), 'w') as f:
+        f.write('ok\n')
+    if os.path.exists(final):
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_train_state(ckpt_dir):
+    path = os.path.join(ckpt_dir, 'train_state.pt')
+    if not os.path.exists(path):
+        return None
+    return torch.load(path, map_location='cpu', weights_only=False)
+
+
+def rng_state():
+    return {'python': random.getstate(), 'numpy': np.random.get_state(),
+            'torch': torch.get_rng_state(),
+            'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(state):
+    random.setstate(state['python'])
+    np.random.set_state(state['numpy'])
+    torch.set_rng_state(state['torch'])
+    if state.get('cuda') is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state['cuda'])

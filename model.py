@@ -1,0 +1,517 @@
+"""
+A hand-written Qwen3, the one model every stage runs on. Same weights, same names and
+same logits as transformers' Qwen3ForCausalLM, so HF checkpoints load and what we train
+loads back into transformers (and vLLM).
+
+    from model import Qwen3, Qwen3Config
+    model = Qwen3.from_pretrained('Qwen/Qwen3-1.7B', dtype=torch.bfloat16, device='cuda')
+    logits = model(input_ids)                       # [B, T, V]
+    hidden = model.hidden(input_ids)                # [B, T, H], final norm applied, no LM head
+    loss = model(input_ids, targets=targets)        # mean next-token CE over targets != -100
+
+One block (pre-norm, residual):
+    h = x + o_proj(attn(rope(q_norm(q)), rope(k_norm(k)), v))      QK-norm *before* RoPE
+    y = h + down_proj(silu(gate_proj(n)) * up_proj(n)),  n = rms(h)  SwiGLU
+RMSNorm runs in fp32: rms(x) = w * x / sqrt(mean(x^2) + eps). head_dim comes from the config
+(Qwen3-0.6B: hidden 1024, 16 heads, head_dim 128, so q_proj is 1024 -> 2048). GQA: each
+group of num_attention_heads / num_key_value_heads query heads shares one k/v head.
+
+The compressor uses the same blocks bidirectionally with a token-classification head:
+    Qwen3(config, num_labels=2, causal=False)(input_ids) -> [B, T, 2]
+
+KV cache (the sampler builds on it): `make_kv_cache(batch, max_len)` preallocates one
+[B, n_kv_heads, max_len, head_dim] k and v buffer per layer. `model(ids, kv_cache=cache,
+input_pos=pos)` with `pos` a [B] tensor of each row's start position writes the new keys
+at slots pos[b] .. pos[b]+T-1 of row b and lets the query at absolute position p see slots
+0..p. Rows of a batch may sit at different positions (ragged prompts, right-padded):
+slots past a row's real tokens hold junk from padding, but a query never sees a slot past
+its own position, and decoding overwrites the junk before it becomes visible.
+"""
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+try:  # flash-attn is optional: only used when importable and running on CUDA
+    from flash_attn import flash_attn_func, flash_attn_with_kvcache
+except Exception:
+    flash_attn_func = flash_attn_with_kvcache = None
+
+# -----------------------------------------------------------------------------
+# config
+
+
+@dataclass
+class Qwen3Config:
+    vocab_size: int = 151936
+    hidden_size: int = 2048
+    intermediate_size: int = 6144
+    num_hidden_layers: int = 28
+    num_attention_heads: int = 16
+    num_key_value_heads: int = 8
+    head_dim: int = 128
+    rope_theta: float = 1000000.0
+    rms_norm_eps: float = 1e-6
+    max_position_embeddings: int = 40960
+    tie_word_embeddings: bool = True
+    attention_bias: bool = False
+    torch_dtype: str = 'bfloat16'
+    bos_token_id: int | None = 151643
+    eos_token_id: int | list | None = 151645
+    pad_token_id: int | None = None
+    initializer_range: float = 0.02
+    # compressor variant (not Qwen3 proper; saved so the classifier folder reloads as one)
+    num_labels: int | None = None
+    is_causal: bool = True
+    extra: dict = field(default_factory=dict)  # other config.json keys, written back as they came
+
+    @classmethod
+    def from_dict(cls, d, source='config'):
+        d = dict(d)
+        if d.get('model_type') not in (None, 'qwen3'):
+            raise ValueError(f"{source}: model_type is {d['model_type']!r}, expected 'qwen3'")
+        # transformers v5 writes rope_parameters = {rope_type, rope_theta}; older files rope_theta
+        rope = d.pop('rope_parameters', None) or d.pop('rope_scaling', None) or {}
+        if rope.get('rope_type', 'default') != 'default':
+            raise ValueError(f"{source}: rope_type {rope.get('rope_type')!r} is not supported (only 'default')")
+        if 'rope_theta' in rope:
+            d.setdefault('rope_theta', rope['rope_theta'])
+        if d.get('use_sliding_window'):
+            raise ValueError(f'{source}: use_sliding_window=true is not supported')
+        if 'dtype' in d and 'torch_dtype' not in d:
+            d['torch_dtype'] = d.pop('dtype')
+        names = {f.name for f in fields(cls)} - {'extra'}
+        known = {k: v for k, v in d.items() if k in names}
+        extra = {k: v for k, v in d.items() if k not in names}
+        for k in ('vocab_size', 'hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads'):
+            if k not in known:
+                raise ValueError(f"{source}: missing key '{k}'")
+        known.setdefault('num_key_value_heads', known['num_attention_heads'])
+        known.setdefault('head_dim', known['hidden_size'] // known['num_attention_heads'])
+        if 'id2label' in extra and known.get('num_labels') is None:
+            known['num_labels'] = len(extra['id2label'])
+        cfg = cls(**known, extra=extra)
+        if cfg.num_attention_heads % cfg.num_key_value_heads:
+            raise ValueError(f'{source}: num_attention_heads ({cfg.num_attention_heads}) must be a multiple '
+                             f'of num_key_value_heads ({cfg.num_key_value_heads})')
+        return cfg
+
+    @classmethod
+    def from_json(cls, path):
+        with open(path) as f:
+            try:
+                d = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ValueError(f'{path}: not valid JSON ({e})') from None
+        return cls.from_dict(d, source=path)
+
+    def to_dict(self):
+        d = dict(self.extra)
+        d.update({k: v for k, v in asdict(self).items() if k not in ('extra', 'num_labels', 'is_causal')})
+        d.update(model_type='qwen3', hidden_act='silu', use_sliding_window=False, attention_dropout=0.0,
+                 rope_scaling=None, rope_parameters={'rope_type': 'default', 'rope_theta': self.rope_theta})
+        if self.num_labels is None:
+            d['architectures'] = ['Qwen3ForCausalLM']
+        else:  # compressor: bidirectional token classifier
+            d['architectures'] = ['Qwen3ForTokenClassification']
+            d['num_labels'] = self.num_labels
+            d['id2label'] = {str(i): f'LABEL_{i}' for i in range(self.num_labels)}
+            d['label2id'] = {f'LABEL_{i}': i for i in range(self.num_labels)}
+            d['is_causal'] = self.is_causal
+        return d
+
+
+# -----------------------------------------------------------------------------
+# building blocks
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim, eps):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x):
+        # in fp32 whatever the input dtype: x / sqrt(mean(x^2) + eps), then scale, as Qwen3 does
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+def rope_cos_sin(positions, head_dim, theta, dtype):
+    """cos/sin for integer positions [B, T] -> [B, 1, T, head_dim] each (fp32 math).
+    angle(p, i) = p * theta^(-2i/head_dim), duplicated for the two halves (rotate-half)."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim))
+    angles = positions.float()[..., None] * inv_freq  # [B, T, head_dim/2]
+    emb = torch.cat((angles, angles), dim=-1)[:, None]  # [B, 1, T, head_dim]
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def apply_rope(x, cos, sin):
+    # rotate-half: (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin) on the two halves of head_dim
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        H, bias = cfg.hidden_size, cfg.attention_bias
+        self.q_proj = nn.Linear(H, self.n_heads * self.head_dim, bias=bias)
+        self.k_proj = nn.Linear(H, self.n_kv_heads * self.head_dim, bias=bias)
+        self.v_proj = nn.Linear(H, self.n_kv_heads * self.head_dim, bias=bias)
+        self.o_proj = nn.Linear(self.n_heads * self.head_dim, H, bias=bias)
+        self.q_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)  # per head, over head_dim
+        self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
+
+    def forward(self, x, cos, sin, causal, key_padding_mask=None, cache=None, input_pos=None):
+        B, T, _ = x.shape
+        q = self.q_norm(self.q_proj(x).view(B, T, self.n_heads, self.head_dim)).transpose(1, 2)
+        k = self.k_norm(self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim)).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # [B, heads, T, head_dim]
+
+        if cache is not None:
+            y = self._attend_cached(q, k, v, cache, input_pos)
+        elif flash_attn_func is not None and x.is_cuda and key_padding_mask is None and x.dtype in (torch.float16, torch.bfloat16):
+            y = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=causal).transpose(1, 2)
+        else:
+            mask = None
+            if key_padding_mask is not None:  # [B, T] True = real token; pads are never attended to
+                mask = key_padding_mask[:, None, None, :].bool()
+                if causal:
+                    mask = mask & torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None,
+                                               enable_gqa=self.n_kv_heads != self.n_heads)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
+
+    def _attend_cached(self, q, k, v, cache, input_pos):
+        k_cache, v_cache = cache  # [B, n_kv, S, head_dim] each, preallocated
+        B, _, T, _ = q.shape
+        S = k_cache.shape[2]
+        slots = input_pos[:, None] + torch.arange(T, device=q.device)  # [B, T] absolute positions
+        # scatter this step's keys/values into each row's slots
+        idx = slots[:, None, :, None].expand(B, self.n_kv_heads, T, self.head_dim)
+        k_cache.scatter_(2, idx, k.to(k_cache.dtype))
+        v_cache.scatter_(2, idx, v.to(v_cache.dtype))
+        if flash_attn_with_kvcache is not None and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and T == 1:
+            # flash-attn's decode kernel; it reads cache_seqlens = tokens already visible per row
+            y = flash_attn_with_kvcache(q.transpose(1, 2), k_cache.transpose(1, 2), v_cache.transpose(1, 2),
+                                        cache_seqlens=(input_pos + 1).int(), causal=True)
+            return y.transpose(1, 2)
+        # query at absolute position p sees slots 0..p of its own row
+        mask = torch.arange(S, device=q.device)[None, None, :] <= slots[:, :, None]  # [B, T, S]
+        return F.scaled_dot_product_attention(q, k_cache.to(q.dtype), v_cache.to(q.dtype), attn_mask=mask[:, None],
+                                              enable_gqa=self.n_kv_heads != self.n_heads)
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))  # SwiGLU
+
+
+class Block(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.self_attn = Attention(cfg)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, cos, sin, causal, key_padding_mask=None, cache=None, input_pos=None):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, causal, key_padding_mask, cache, input_pos)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+# -----------------------------------------------------------------------------
+# the model
+
+
+class Qwen3(nn.Module):
+    def __init__(self, config, num_labels=None, causal=None):
+        super().__init__()
+        if num_labels is not None:
+            config.num_labels = num_labels
+        if causal is not None:
+            config.is_causal = causal
+        self.config = config
+        # module names mirror transformers' so state_dict keys are the checkpoint's keys
+        self.model = nn.Module()
+        self.model.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.model.layers = nn.ModuleList(Block(config) for _ in range(config.num_hidden_layers))
+        self.model.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        if config.num_labels is not None:  # compressor: token classification head
+            self.score = nn.Linear(config.hidden_size, config.num_labels)
+        else:
+            self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+            if config.tie_word_embeddings:
+                self.lm_head.weight = self.model.embed_tokens.weight
+
+    # ---- forward paths
+
+    def hidden(self, input_ids, kv_cache=None, input_pos=None, attention_mask=None):
+        """Final hidden states [B, T, H] (final norm applied, no head). `attention_mask` [B, T]
+        (1 = real token) masks padded keys; `kv_cache` + `input_pos` [B] run incremental decoding."""
+        B, T = input_ids.shape
+        x = self.model.embed_tokens(input_ids)
+        if kv_cache is not None:
+            if input_pos is None:
+                raise ValueError('kv_cache given without input_pos (each row\'s start position, shape [B])')
+            input_pos = torch.as_tensor(input_pos, device=input_ids.device).long().view(B)
+            positions = input_pos[:, None] + torch.arange(T, device=input_ids.device)
+        else:
+            positions = torch.arange(T, device=input_ids.device)[None].expand(B, T)
+        if not positions.is_cuda and positions.max().item() >= self.config.max_position_embeddings:
+            raise ValueError(f'position {positions.max().item()} >= max_position_embeddings '
+                             f'{self.config.max_position_embeddings}')
+        cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta, x.dtype)
+        causal = self.config.is_causal
+        for i, layer in enumerate(self.model.layers):
+            cache = None if kv_cache is None else kv_cache[i]
+            x = layer(x, cos, sin, causal, attention_mask, cache, input_pos)
+        return self.model.norm(x)
+
+    def forward(self, input_ids, targets=None, kv_cache=None, input_pos=None, attention_mask=None):
+        """Logits [B, T, V] (or [B, T, num_labels] for the classifier). With `targets` [B, T]
+        (already shifted, -100 = ignore) returns the mean cross-entropy instead, computed in
+        chunks through the LM head so the [B*T, V] fp32 logits are never all alive at once."""
+        h = self.hidden(input_ids, kv_cache, input_pos, attention_mask)
+        if self.config.num_labels is not None:
+            logits = self.score(h)
+            if targets is None:
+                return logits
+            return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
+        if targets is None:
+            return self.lm_head(h)
+        return lm_loss(h, self.lm_head.weight, targets)
+
+    # ---- KV cache
+
+    def make_kv_cache(self, batch_size, max_len, dtype=None, device=None):
+        """Preallocated cache: a list with one (k, v) pair per layer, each [B, n_kv, max_len, head_dim]."""
+        p = self.model.embed_tokens.weight
+        dtype, device = dtype or p.dtype, device or p.device
+        shape = (batch_size, self.config.num_key_value_heads, max_len, self.config.head_dim)
+        return [(torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
+                for _ in range(self.config.num_hidden_layers)]
+
+    # ---- training helpers
+
+    def init_weights(self, seed=None):
+        """Init for training from scratch: N(0, 0.02) for linears/embeddings, residual output
+        projections scaled by 1/sqrt(2*layers) (GPT-2), norms at 1."""
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        std = self.config.initializer_range
+        for name, p in self.named_parameters():
+            if p.dim() == 1:
+                if name.endswith('bias'):
+                    nn.init.zeros_(p)
+                else:
+                    nn.init.ones_(p)
+            else:
+                s = std / math.sqrt(2 * self.config.num_hidden_layers) if name.endswith(('o_proj.weight', 'down_proj.weight')) else std
+                with torch.no_grad():
+                    p.copy_(torch.randn(p.shape, generator=gen) * s)
+        return self
+
+    def num_params(self, non_embedding=False):
+        n = sum(p.numel() for p in self.parameters())  # parameters() dedups a tied head
+        if non_embedding:
+            n -= self.model.embed_tokens.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len):
+        """Training FLOPs per token (forward + backward = 3x forward): 6 * matmul params
+        (the LM head counted, the embedding lookup not) + attention 6 * 2 * L * T * heads * head_dim
+        (QK^T and AV, averaged over causal positions would halve it; we count the full square as
+        is customary for MFU)."""
+        cfg = self.config
+        matmul_params = self.num_params(non_embedding=True)
+        if cfg.num_labels is None and cfg.tie_word_embeddings:
+            matmul_params += cfg.vocab_size * cfg.hidden_size
+        attn = 12 * cfg.num_hidden_layers * seq_len * cfg.num_attention_heads * cfg.head_dim
+        return 6 * matmul_params + attn
+
+    def resize_token_embeddings(self, new_vocab_size):
+        """Grow (or shrink) the vocabulary for added special tokens. New rows = mean of the old
+        rows (a neutral start, as transformers does with mean_resizing). A tied head stays tied."""
+        old = self.model.embed_tokens.weight
+        n_old = old.shape[0]
+        if new_vocab_size == n_old:
+            return self
+        emb = nn.Embedding(new_vocab_size, old.shape[1], device=old.device, dtype=old.dtype)
+        with torch.no_grad():
+            n = min(n_old, new_vocab_size)
+            emb.weight[:n] = old[:n]
+            if new_vocab_size > n_old:
+                emb.weight[n_old:] = old.float().mean(0).to(old.dtype)
+        self.model.embed_tokens = emb
+        if self.config.num_labels is None:
+            if self.config.tie_word_embeddings:
+                self.lm_head = nn.Linear(old.shape[1], new_vocab_size, bias=False, device=old.device, dtype=old.dtype)
+                self.lm_head.weight = emb.weight
+            else:
+                head = self.lm_head.weight
+                new_head = nn.Linear(old.shape[1], new_vocab_size, bias=False, device=old.device, dtype=old.dtype)
+                with torch.no_grad():
+                    new_head.weight[:n] = head[:n]
+                    if new_vocab_size > n_old:
+                        new_head.weight[n_old:] = head.float().mean(0).to(head.dtype)
+                self.lm_head = new_head
+        self.config.vocab_size = new_vocab_size
+        return self
+
+    # ---- checkpoint I/O (HF format)
+
+    def save_pretrained(self, save_dir, max_shard_bytes=5 * 2**30):
+        """Write config.json + model.safetensors (sharded with model.safetensors.index.json
+        above max_shard_bytes). Each file is written to a temp name and renamed into place."""
+        from safetensors.torch import save_file
+        from common import atomic_write_json
+        os.makedirs(save_dir, exist_ok=True)
+        tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        if self.config.num_labels is None and self.config.tie_word_embeddings:
+            tensors.pop('lm_head.weight', None)  # tied: stored once, as the embedding
+        dtype_name = str(next(iter(tensors.values())).dtype).replace('torch.', '')
+        self.config.torch_dtype = dtype_name
+        shards, current, size = [], {}, 0
+        for k in sorted(tensors):
+            nbytes = tensors[k].numel() * tensors[k].element_size()
+            if current and size + nbytes > max_shard_bytes:
+                shards.append(current)
+                current, size = {}, 0
+            current[k] = tensors[k]
+            size += nbytes
+        shards.append(current)
+        names = ['model.safetensors'] if len(shards) == 1 else \
+            [f'model-{i + 1:05d}-of-{len(shards):05d}.safetensors' for i in range(len(shards))]
+        for name, shard in zip(names, shards):
+            tmp = os.path.join(save_dir, '.tmp-' + name)
+            save_file(shard, tmp, metadata={'format': 'pt'})
+            os.replace(tmp, os.path.join(save_dir, name))
+        if len(shards) > 1:
+            weight_map = {k: name for name, shard in zip(names, shards) for k in shard}
+            total = sum(t.numel() * t.element_size() for t in tensors.values())
+            atomic_write_json(os.path.join(save_dir, 'model.safetensors.index.json'),
+                              {'metadata': {'total_size': total}, 'weight_map': weight_map})
+        atomic_write_json(os.path.join(save_dir, 'config.json'), self.config.to_dict())
+
+    @classmethod
+    def from_pretrained(cls, path_or_hub_id, dtype=None, device=None, num_labels=None, causal=None):
+        """Load an HF Qwen3 folder or hub id (single or sharded safetensors). Every expected
+        tensor must be present with the right shape. With num_labels (the compressor), a causal
+        LM checkpoint loads into the classifier variant and the head starts fresh."""
+        from safetensors import safe_open
+        folder = resolve_model_dir(path_or_hub_id)
+        config = Qwen3Config.from_json(os.path.join(folder, 'config.json'))
+        fresh_head = num_labels is not None and config.num_labels is None
+        if num_labels is not None:
+            if config.num_labels not in (None, num_labels):
+                raise ValueError(f'{folder}: checkpoint has num_labels={config.num_labels}, asked for {num_labels}')
+            config.num_labels = num_labels
+            config.is_causal = False if causal is None else causal
+        elif causal is not None:
+            config.is_causal = causal
+        with torch.device('meta'):
+            model = cls(config)
+        expected = model.state_dict()
+        if config.num_labels is None and config.tie_word_embeddings:
+            expected.pop('lm_head.weight')
+        if fresh_head:
+            expected = {k: v for k, v in expected.items() if not k.startswith('score.')}
+        # which file holds which tensor
+        index_path = os.path.join(folder, 'model.safetensors.index.json')
+        if os.path.exists(index_path):
+            with open(index_path) as f:
+                weight_map = json.load(f)['weight_map']
+        elif os.path.exists(os.path.join(folder, 'model.safetensors')):
+            weight_map = None
+        else:
+            raise FileNotFoundError(f'{folder}: no model.safetensors or model.safetensors.index.json')
+        files = sorted(set(weight_map.values())) if weight_map else ['model.safetensors']
+        loaded = {}
+        for name in files:
+            path = os.path.join(folder, name)
+            try:
+                with safe_open(path, framework='pt') as f:
+                    for k in f.keys():
+                        if k in expected or (k == 'lm_head.weight' and config.tie_word_embeddings):
+                            loaded[k] = f.get_tensor(k)
+            except FileNotFoundError:
+                raise FileNotFoundError(f'{path}: shard listed in the index is missing') from None
+            except Exception as e:
+                raise ValueError(f'{path}: cannot read safetensors file ({e})') from None
+        for k, ref in expected.items():
+            if k not in loaded:
+                raise KeyError(f'{folder}: checkpoint is missing tensor {k!r} (expected shape {tuple(ref.shape)})')
+            if tuple(loaded[k].shape) != tuple(ref.shape):
+                raise ValueError(f'{folder}: tensor {k!r} has shape {tuple(loaded[k].shape)}, '
+                                 f'expected {tuple(ref.shape)} from config.json')
+        dtype = dtype or getattr(torch, str(config.torch_dtype), torch.float32)
+        device = device or 'cpu'
+        model = model.to_empty(device=device).to(dtype)
+        if config.num_labels is None and config.tie_word_embeddings:
+            model.lm_head.weight = model.model.embed_tokens.weight  # to_empty broke the tie
+        if fresh_head:
+            with torch.no_grad():
+                model.score.weight.normal_(0.0, config.initializer_range)
+                model.score.bias.zero_()
+            print(f'{folder}: loaded a causal LM checkpoint into the token classifier; '
+                  f'the {num_labels}-label head is initialized fresh')
+        with torch.no_grad():
+            params = model.state_dict()
+            for k, t in loaded.items():
+                if k in params and not (k == 'lm_head.weight' and config.num_labels is None and config.tie_word_embeddings):
+                    params[k].copy_(t)
+        return model
+
+
+# -----------------------------------------------------------------------------
+# helpers
+
+
+def lm_loss(hidden, weight, targets, chunk_tokens=4096):
+    """Mean next-token cross-entropy over targets != -100, through the LM head in token
+    chunks: CE = logsumexp(h W^T) - (h W^T)[target]. Uses kernels.py's fused log-probs when
+    present (never holds full [N, V] logits, backward recomputes per chunk)."""
+    h = hidden.flatten(0, 1)
+    t = targets.flatten()
+    n_valid = (t != -100).sum().clamp(min=1)
+    try:
+        from kernels import fused_linear_token_logprobs
+    except ImportError:
+        fused_linear_token_logprobs = None
+    if fused_linear_token_logprobs is not None:
+        return -fused_linear_token_logprobs(h, weight, t).sum() / n_valid
+    total = h.new_zeros((), dtype=torch.float32)
+    for i in range(0, h.shape[0], chunk_tokens):
+        logits = (h[i:i + chunk_tokens] @ weight.T).float()
+        total = total + F.cross_entropy(logits, t[i:i + chunk_tokens], ignore_index=-100, reduction='sum')
+    return total / n_valid
+
+
+def resolve_model_dir(path_or_hub_id):
+    """A local folder as is; otherwise a hub id downloaded (or found in the cache when
+    HF_HUB_OFFLINE=1) through huggingface_hub."""
+    if os.path.isdir(path_or_hub_id):
+        return path_or_hub_id
+    if os.path.exists(path_or_hub_id):
+        raise NotADirectoryError(f'{path_or_hub_id}: expected a checkpoint folder, got a file')
+    from huggingface_hub import snapshot_download
+    try:
+        return snapshot_download(path_or_hub_id, allow_patterns=['*.json', '*.safetensors', '*.txt', '*.model'])
+    except Exception as e:
+        raise FileNotFoundError(f'{path_or_hub_id}: not a local folder and not loadable from the hub '
+                                f'(HF_HUB_OFFLINE={os.environ.get("HF_HUB_OFFLINE", "0")}): {e}') from None

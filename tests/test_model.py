@@ -1,0 +1,233 @@
+"""model.py against transformers' Qwen3ForCausalLM, checkpoint I/O both ways, the KV cache,
+bidirectional mode, and clear errors on broken checkpoints."""
+import json
+import os
+
+import pytest
+import torch
+import transformers
+from safetensors.torch import load_file, save_file
+
+from model import Qwen3, Qwen3Config
+
+# GQA ratio 2 with head_dim != hidden/heads (64/4 = 16 but head_dim 24); tied and untied;
+# plus a MHA config (kv heads == heads) with head_dim == hidden/heads
+CONFIGS = {
+    'gqa_untied_headdim24': dict(vocab_size=301, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, head_dim=24, tie_word_embeddings=False),
+    'gqa4_tied': dict(vocab_size=257, hidden_size=48, intermediate_size=80, num_hidden_layers=3,
+                      num_attention_heads=8, num_key_value_heads=2, head_dim=16, tie_word_embeddings=True),
+    'mha_tied': dict(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                     num_attention_heads=2, num_key_value_heads=2, head_dim=16, tie_word_embeddings=True),
+}
+
+
+def make_hf(cfg, seed=0):
+    hf_cfg = transformers.Qwen3Config(**cfg, rope_theta=10000.0, rms_norm_eps=1e-6, max_position_embeddings=256)
+    torch.manual_seed(seed)
+    ref = transformers.Qwen3ForCausalLM(hf_cfg).float().eval()
+    # large weights (std 0.5) so logits are far from uniform: wrong code cannot pass by accident
+    with torch.no_grad():
+        for name, p in ref.named_parameters():
+            p.copy_(torch.randn_like(p) * 0.5 if p.dim() > 1 else 1 + 0.3 * torch.randn_like(p))
+    return ref
+
+
+@pytest.mark.parametrize('name', list(CONFIGS))
+def test_logits_match_transformers_qwen3(tmp_path, name):
+    ref = make_hf(CONFIGS[name])
+    ref.save_pretrained(tmp_path)
+    ours = Qwen3.from_pretrained(str(tmp_path), dtype=torch.float32).eval()
+    x = torch.randint(0, CONFIGS[name]['vocab_size'], (3, 21))
+    with torch.no_grad():
+        expected = ref(x).logits
+        got = ours(x)
+    assert expected.std() > 1.0  # not near-uniform
+    assert got.shape == expected.shape
+    assert (got - expected).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize('name', ['gqa_untied_headdim24', 'gqa4_tied'])
+def test_checkpoint_roundtrip_ours_to_transformers(tmp_path, name):
+    cfg = Qwen3Config(**CONFIGS[name], rope_theta=10000.0, max_position_embeddings=256, torch_dtype='float32')
+    ours = Qwen3(cfg).init_weights(seed=1).eval()
+    ours.save_pretrained(tmp_path)
+    ref = transformers.Qwen3ForCausalLM.from_pretrained(str(tmp_path), dtype=torch.float32).eval()
+    back = Qwen3.from_pretrained(str(tmp_path)).eval()
+    x = torch.randint(0, cfg.vocab_size, (2, 13))
+    with torch.no_grad():
+        a, b, c = ours(x), ref(x).logits, back(x)
+    assert (a - b).abs().max().item() < 1e-4
+    assert torch.equal(a, c)
+    assert back.config.tie_word_embeddings == cfg.tie_word_embeddings
+    if cfg.tie_word_embeddings:
+        assert back.lm_head.weight is back.model.embed_tokens.weight
+
+
+def test_sharded_checkpoint_loads(tmp_path):
+    ref = make_hf(CONFIGS['gqa_untied_headdim24'])
+    ours = Qwen3.from_pretrained(_save(ref, tmp_path / 'hf'), dtype=torch.float32)
+    ours.save_pretrained(tmp_path / 'sharded', max_shard_bytes=20_000)
+    files = os.listdir(tmp_path / 'sharded')
+    assert 'model.safetensors.index.json' in files
+    assert sum(f.endswith('.safetensors') for f in files) > 2
+    back = Qwen3.from_pretrained(str(tmp_path / 'sharded'))
+    hf_back = transformers.Qwen3ForCausalLM.from_pretrained(str(tmp_path / 'sharded'), dtype=torch.float32)
+    x = torch.randint(0, 301, (1, 9))
+    with torch.no_grad():
+        assert torch.equal(back(x), ours(x))
+        assert (hf_back(x).logits - ours(x)).abs().max() < 1e-4
+
+
+def _save(ref, path):
+    ref.save_pretrained(path)
+    return str(path)
+
+
+def test_kv_cache_decoding_matches_full_forward_with_ragged_rows():
+    cfg = Qwen3Config(**CONFIGS['gqa_untied_headdim24'], rope_theta=10000.0, max_position_embeddings=256)
+    model = Qwen3(cfg).init_weights(seed=2).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.mul_(10)
+    lengths = [5, 9, 2]  # rows at different positions
+    seqs = [torch.randint(0, cfg.vocab_size, (n + 6,)) for n in lengths]
+    B, Tmax = len(lengths), max(lengths)
+    cache = model.make_kv_cache(B, 32)
+    prompt = torch.zeros(B, Tmax, dtype=torch.long)
+    for b, n in enumerate(lengths):
+        prompt[b, :n] = seqs[b][:n]
+    with torch.no_grad():
+        logits = model(prompt, kv_cache=cache, input_pos=torch.zeros(B, dtype=torch.long))
+        for b, n in enumerate(lengths):  # prefill of a right-padded row == its own full forward
+            full = model(seqs[b][None, :n])
+            assert (logits[b, n - 1] - full[0, -1]).abs().max() < 1e-4
+        pos = torch.tensor(lengths)
+        for step in range(6):
+            tok = torch.stack([seqs[b][lengths[b] + step] for b in range(B)])[:, None]
+            step_logits = model(tok, kv_cache=cache, input_pos=pos + step)
+            for b, n in enumerate(lengths):
+                full = model(seqs[b][None, :n + step + 1])
+                assert (step_logits[b, 0] - full[0, -1]).abs().max() < 1e-4, (b, step)
+
+
+def test_bidirectional_sees_later_tokens_and_causal_does_not():
+    cfg = CONFIGS['mha_tied']
+    for causal in (True, False):
+        config = Qwen3Config(**cfg, rope_theta=10000.0, max_position_embeddings=256)
+        model = Qwen3(config, num_labels=2, causal=causal).init_weights(seed=3).eval()
+        x = torch.randint(0, cfg['vocab_size'], (1, 10))
+        y = x.clone()
+        y[0, 7] = (x[0, 7] + 1) % cfg['vocab_size']  # change a later token
+        with torch.no_grad():
+            a, b = model(x), model(y)
+        assert a.shape == (1, 10, 2)
+        changed_early = (a[0, :7] - b[0, :7]).abs().max().item() > 1e-6
+        assert changed_early == (not causal)
+
+
+def test_classifier_loads_causal_checkpoint_with_fresh_head(tmp_path, capsys):
+    ref = make_hf(CONFIGS['gqa4_tied'])
+    path = _save(ref, tmp_path)
+    clf = Qwen3.from_pretrained(path, num_labels=2)
+    assert 'initialized fresh' in capsys.readouterr().out
+    assert not clf.config.is_causal and clf.score.weight.shape == (2, 48)
+    assert torch.equal(clf.model.embed_tokens.weight, ref.model.embed_tokens.weight)
+    clf.save_pretrained(tmp_path / 'clf')
+    back = Qwen3.from_pretrained(str(tmp_path / 'clf'))
+    assert back.config.num_labels == 2 and not back.config.is_causal
+    x = torch.randint(0, 257, (2, 7))
+    with torch.no_grad():
+        assert torch.equal(back(x), clf(x))
+
+
+def test_padding_mask_makes_padded_rows_equal_unpadded():
+    cfg = Qwen3Config(**CONFIGS['mha_tied'], rope_theta=10000.0, max_position_embeddings=256)
+    model = Qwen3(cfg, num_labels=2, causal=False).init_weights(seed=4).eval()
+    x = torch.randint(0, 128, (1, 6))
+    padded = torch.cat([x, torch.zeros(1, 3, dtype=torch.long)], 1)
+    mask = torch.tensor([[1] * 6 + [0] * 3])
+    with torch.no_grad():
+        assert (model(padded, attention_mask=mask)[:, :6] - model(x)).abs().max() < 1e-5
+
+
+def test_resize_token_embeddings_keeps_old_logits_and_tie():
+    cfg = Qwen3Config(**CONFIGS['gqa4_tied'], rope_theta=10000.0, max_position_embeddings=256)
+    model = Qwen3(cfg).init_weights(seed=5).eval()
+    x = torch.randint(0, 257, (1, 8))
+    with torch.no_grad():
+        before = model(x)
+        model.resize_token_embeddings(263)
+        after = model(x)
+    assert after.shape[-1] == 263 and model.lm_head.weight is model.model.embed_tokens.weight
+    assert (after[..., :257] - before).abs().max() < 1e-5
+    assert torch.allclose(model.model.embed_tokens.weight[260], model.model.embed_tokens.weight[:257].mean(0))
+
+
+def test_loss_path_equals_cross_entropy_of_logits():
+    cfg = Qwen3Config(**CONFIGS['gqa_untied_headdim24'], rope_theta=10000.0, max_position_embeddings=256)
+    model = Qwen3(cfg).init_weights(seed=6)
+    x = torch.randint(0, 301, (2, 12))
+    y = torch.randint(0, 301, (2, 12))
+    y[0, :4] = -100
+    loss = model(x, targets=y)
+    ref = torch.nn.functional.cross_entropy(model(x).double().flatten(0, 1), y.flatten(), ignore_index=-100)
+    assert abs(loss.item() - ref.item()) < 1e-4
+    loss.backward()
+    assert model.model.layers[0].mlp.up_proj.weight.grad.abs().sum() > 0
+
+
+def test_num_params_and_flops_per_token():
+    cfg = Qwen3Config(**CONFIGS['gqa_untied_headdim24'], rope_theta=10000.0, max_position_embeddings=256)
+    model = Qwen3(cfg)
+    assert model.num_params() == sum(p.numel() for p in model.parameters())
+    # 6 * matmul params (LM head included) + 12 * L * T * heads * head_dim
+    expected = 6 * (model.num_params() - 301 * 64) + 12 * 2 * 100 * 4 * 24
+    assert model.flops_per_token(100) == expected
+
+
+# ---- broken checkpoints: each error names what is wrong
+
+
+def _good_checkpoint(tmp_path):
+    cfg = Qwen3Config(**CONFIGS['gqa_untied_headdim24'], rope_theta=10000.0, max_position_embeddings=256)
+    Qwen3(cfg).init_weights(seed=7).save_pretrained(tmp_path)
+    return tmp_path
+
+
+def test_missing_tensor_error_names_it(tmp_path):
+    path = _good_checkpoint(tmp_path)
+    tensors = load_file(path / 'model.safetensors')
+    del tensors['model.layers.1.mlp.up_proj.weight']
+    save_file(tensors, path / 'model.safetensors')
+    with pytest.raises(KeyError, match='model.layers.1.mlp.up_proj.weight'):
+        Qwen3.from_pretrained(str(path))
+
+
+def test_wrong_shape_error_names_it(tmp_path):
+    path = _good_checkpoint(tmp_path)
+    tensors = load_file(path / 'model.safetensors')
+    tensors['model.layers.0.self_attn.k_proj.weight'] = torch.zeros(10, 64)
+    save_file(tensors, path / 'model.safetensors')
+    with pytest.raises(ValueError, match=r"model.layers.0.self_attn.k_proj.weight.*\(10, 64\)"):
+        Qwen3.from_pretrained(str(path))
+
+
+def test_corrupt_file_error_names_it(tmp_path):
+    path = _good_checkpoint(tmp_path)
+    with open(path / 'model.safetensors', 'r+b') as f:
+        f.seek(0)
+        f.write(b'\xff' * 16)
+    with pytest.raises(ValueError, match='model.safetensors'):
+        Qwen3.from_pretrained(str(path))
+    with open(path / 'config.json', 'w') as f:
+        f.write('{"vocab_size": 10,')
+    with pytest.raises(ValueError, match='config.json'):
+        Qwen3.from_pretrained(str(path))
+
+
+def test_missing_hub_id_offline_is_clear_error(monkeypatch):
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    with pytest.raises(FileNotFoundError, match='no-such-org/no-such-model'):
+        Qwen3.from_pretrained('no-such-org/no-such-model')
