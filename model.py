@@ -283,11 +283,16 @@ class Qwen3(nn.Module):
             x = layer(x, cos, sin, causal, attention_mask, cache, input_pos)
         return self.model.norm(x)
 
-    def forward(self, input_ids, targets=None, kv_cache=None, input_pos=None, attention_mask=None):
+    def forward(self, input_ids, targets=None, kv_cache=None, input_pos=None, attention_mask=None,
+                return_hidden=False):
         """Logits [B, T, V] (or [B, T, num_labels] for the classifier). With `targets` [B, T]
         (already shifted, -100 = ignore) returns the mean cross-entropy instead, computed in
-        chunks through the LM head so the [B*T, V] fp32 logits are never all alive at once."""
+        chunks through the LM head so the [B*T, V] fp32 logits are never all alive at once.
+        `return_hidden=True` returns self.hidden(...) (the RL loss goes through DDP's forward
+        this way and applies the LM head itself, fused with the log-prob kernel)."""
         h = self.hidden(input_ids, kv_cache, input_pos, attention_mask)
+        if return_hidden:
+            return h
         if self.config.num_labels is not None:
             logits = self.score(h)
             if targets is None:

@@ -1,0 +1,428 @@
+"""
+Tests for data.py: corpus determinism and annotation, tokenizer, chat format against
+transformers' Jinja rendering of Qwen3's template, SFT examples, loaders, annotator,
+batching. Run: python -m pytest -q tests/test_data.py
+"""
+import json
+import re
+
+import pytest
+import torch
+
+import data
+
+# Qwen3's chat template (Qwen/Qwen3-8B tokenizer_config.json), the independent reference
+QWEN3_CHAT_TEMPLATE = (
+    "{%- if tools %}\n    {{- '<|im_start|>system\\n' }}\n    {%- if messages[0].role == 'system' %}\n"
+    "        {{- messages[0].content + '\\n\\n' }}\n    {%- endif %}\n"
+    "    {{- \"# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\nYou are provided with function signatures within <tools></tools> XML tags:\\n<tools>\" }}\n"
+    "    {%- for tool in tools %}\n        {{- \"\\n\" }}\n        {{- tool | tojson }}\n    {%- endfor %}\n"
+    "    {{- \"\\n</tools>\\n\\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\\n<tool_call>\\n{\\\"name\\\": <function-name>, \\\"arguments\\\": <args-json-object>}\\n</tool_call><|im_end|>\\n\" }}\n"
+    "{%- else %}\n    {%- if messages[0].role == 'system' %}\n"
+    "        {{- '<|im_start|>system\\n' + messages[0].content + '<|im_end|>\\n' }}\n    {%- endif %}\n{%- endif %}\n"
+    "{%- set ns = namespace(multi_step_tool=true, last_query_index=messages|length - 1) %}\n"
+    "{%- for message in messages[::-1] %}\n    {%- set index = (messages|length - 1) - loop.index0 %}\n"
+    "    {%- if ns.multi_step_tool and message.role == \"user\" and message.content is string and not(message.content.startswith('<tool_response>') and message.content.endswith('</tool_response>')) %}\n"
+    "        {%- set ns.multi_step_tool = false %}\n        {%- set ns.last_query_index = index %}\n    {%- endif %}\n{%- endfor %}\n"
+    "{%- for message in messages %}\n    {%- if message.content is string %}\n        {%- set content = message.content %}\n"
+    "    {%- else %}\n        {%- set content = '' %}\n    {%- endif %}\n"
+    "    {%- if (message.role == \"user\") or (message.role == \"system\" and not loop.first) %}\n"
+    "        {{- '<|im_start|>' + message.role + '\\n' + content + '<|im_end|>' + '\\n' }}\n"
+    "    {%- elif message.role == \"assistant\" %}\n        {%- set reasoning_content = '' %}\n"
+    "        {%- if message.reasoning_content is string %}\n            {%- set reasoning_content = message.reasoning_content %}\n"
+    "        {%- else %}\n            {%- if '</think>' in content %}\n"
+    "                {%- set reasoning_content = content.split('</think>')[0].rstrip('\\n').split('<think>')[-1].lstrip('\\n') %}\n"
+    "                {%- set content = content.split('</think>')[-1].lstrip('\\n') %}\n            {%- endif %}\n        {%- endif %}\n"
+    "        {%- if loop.index0 > ns.last_query_index %}\n            {%- if loop.last or (not loop.last and reasoning_content) %}\n"
+    "                {{- '<|im_start|>' + message.role + '\\n<think>\\n' + reasoning_content.strip('\\n') + '\\n</think>\\n\\n' + content.lstrip('\\n') }}\n"
+    "            {%- else %}\n                {{- '<|im_start|>' + message.role + '\\n' + content }}\n            {%- endif %}\n"
+    "        {%- else %}\n            {{- '<|im_start|>' + message.role + '\\n' + content }}\n        {%- endif %}\n"
+    "        {%- if message.tool_calls %}\n            {%- for tool_call in message.tool_calls %}\n"
+    "                {%- if (loop.first and content) or (not loop.first) %}\n                    {{- '\\n' }}\n                {%- endif %}\n"
+    "                {%- if tool_call.function %}\n                    {%- set tool_call = tool_call.function %}\n                {%- endif %}\n"
+    "                {{- '<tool_call>\\n{\"name\": \"' }}\n                {{- tool_call.name }}\n                {{- '\", \"arguments\": ' }}\n"
+    "                {%- if tool_call.arguments is string %}\n                    {{- tool_call.arguments }}\n"
+    "                {%- else %}\n                    {{- tool_call.arguments | tojson }}\n                {%- endif %}\n"
+    "                {{- '}\\n</tool_call>' }}\n            {%- endfor %}\n        {%- endif %}\n        {{- '<|im_end|>\\n' }}\n"
+    "    {%- elif message.role == \"tool\" %}\n        {%- if loop.first or (messages[loop.index0 - 1].role != \"tool\") %}\n"
+    "            {{- '<|im_start|>user' }}\n        {%- endif %}\n        {{- '\\n<tool_response>\\n' }}\n        {{- content }}\n"
+    "        {{- '\\n</tool_response>' }}\n        {%- if loop.last or (messages[loop.index0 + 1].role != \"tool\") %}\n"
+    "            {{- '<|im_end|>\\n' }}\n        {%- endif %}\n    {%- endif %}\n{%- endfor %}\n"
+    "{%- if add_generation_prompt %}\n    {{- '<|im_start|>assistant\\n' }}\n"
+    "    {%- if enable_thinking is defined and enable_thinking is false %}\n        {{- '<think>\\n\\n</think>\\n\\n' }}\n"
+    "    {%- endif %}\n{%- endif %}"
+)
+
+SMALL_SIZES = {'train': 300, 'val': 40, 'test': 40, 'sft_pool': 40, 'rl_pool': 40}
+EQUATION_RE = re.compile(r'\d+ [-+*/] \d+ = \d+')
+
+
+@pytest.fixture(scope='module')
+def built(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp('data'))
+    corpus, tok, stats = data.build_corpus(out, seed=7, sizes=SMALL_SIZES, vocab_size=1024, verbose=False)
+    return out, corpus, tok, stats
+
+
+@pytest.fixture(scope='module')
+def hf_tok(built):
+    from transformers import PreTrainedTokenizerFast
+    return PreTrainedTokenizerFast(tokenizer_file=f"{built[0]}/tokenizer/tokenizer.json")
+
+
+# -----------------------------------------------------------------------------
+# corpus
+
+def test_corpus_is_deterministic_in_seed():
+    a = data.generate_corpus({'test': 30, 'train': 30}, seed=3)
+    b = data.generate_corpus({'test': 30, 'train': 30}, seed=3)
+    c = data.generate_corpus({'test': 30, 'train': 30}, seed=4)
+    assert a == b
+    assert [r['question'] for r in a['test']] != [r['question'] for r in c['test']]
+
+
+def test_test_split_does_not_move_when_train_size_changes():
+    a = data.generate_corpus({'test': 20, 'train': 10}, seed=3)
+    b = data.generate_corpus({'test': 20, 'train': 50}, seed=3)
+    assert a['test'] == b['test']
+
+
+def test_splits_share_no_question(built):
+    corpus = built[1]
+    seen = {}
+    for split, recs in corpus.items():
+        assert len(recs) == SMALL_SIZES[split]
+        for r in recs:
+            assert r['question'] not in seen, (split, seen.get(r['question']))
+            seen[r['question']] = split
+
+
+def test_keep_spans_valid_and_every_equation_kept_whole(built):
+    for recs in built[1].values():
+        for r in recs:
+            data.validate_record(r, r['id'])
+            eqs = list(EQUATION_RE.finditer(r['cot']))
+            assert len(eqs) == r['difficulty']  # one written equation per step, no more
+            for m in eqs:
+                assert any(a <= m.start() and m.end() <= b for a, b in r['keep_spans']), (r['id'], m.group())
+            conclusion = f"the answer is {r['answer']}"
+            assert any(r['cot'][a:b] == conclusion for a, b in r['keep_spans'])
+
+
+def test_equations_are_correct_and_values_bounded(built):
+    for r in built[1]['train']:
+        values = []
+        for m in re.finditer(r'(\d+) ([-+*/]) (\d+) = (\d+)', r['cot']):
+            x, op, y, z = int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4))
+            ref = {'+': x + y, '-': x - y, '*': x * y, '/': x / y}[op]
+            assert ref == z and 1 <= z <= 99
+            values.append(z)
+        assert str(values[-1]) == r['answer']
+        for n in re.findall(r'\d+', r['question']):  # the question states the givens
+            assert 1 <= int(n) <= 99
+
+
+def test_validate_record_names_the_problem():
+    rec = {'id': 'x1', 'question': 'q', 'cot': 'abcdef', 'answer': '1', 'keep_spans': [[3, 5], [1, 2]]}
+    with pytest.raises(ValueError, match=r'x1.*\[1, 2\]'):
+        data.validate_record(rec, 'x1')
+    with pytest.raises(ValueError, match="x2: missing key 'cot'"):
+        data.validate_record({'id': 'x2', 'question': 'q'}, 'x2')
+
+
+def test_kept_share_grows_with_difficulty(built):
+    stats = data.corpus_stats(data.generate_corpus({'val': 100}, seed=1)['val'], built[2])
+    shares = [stats[d]['kept_share'] for d in sorted(stats)]
+    assert shares == sorted(shares) and 0.15 < shares[0] and shares[-1] < 0.5
+    assert stats[5]['mean_cot_tokens'] < 320
+
+
+def test_build_writes_files_and_tokenizer_loads(built):
+    out, corpus = built[0], built[1]
+    for split in data.SPLITS:
+        assert data.read_jsonl(f"{out}/{split}.jsonl") == corpus[split]
+    tok = data.load_tokenizer(f"{out}/tokenizer")
+    assert tok.vocab_size == built[2].vocab_size and tok.encode('12 + 7 = 19') == built[2].encode('12 + 7 = 19')
+
+
+# -----------------------------------------------------------------------------
+# tokenizer
+
+def test_digits_are_single_tokens(built):
+    tok = built[2]
+    ids = tok.encode('123 apples and 4567')
+    digit_tokens = [tok.decode([i]) for i in ids if any(ch.isdigit() for ch in tok.decode([i]))]
+    assert digit_tokens == list('1234567')
+
+
+def test_special_and_budget_tokens_are_single_ids(built):
+    tok = built[2]
+    for t in data.SPECIAL_TOKENS:
+        assert tok.encode(f"a{t}b") == tok.encode('a') + [tok.token_to_id(t)] + tok.encode('b')
+    assert tok.budget_ids['0.4'] == tok.token_to_id('<COMP_40>')
+    assert tok.id_to_budget[tok.token_to_id('<COMP_AUTO>')] == 'auto'
+    assert tok.pad_id == tok.token_to_id('<|endoftext|>') and tok.eos_id == tok.token_to_id('<|im_end|>')
+    assert set(tok.stop_ids) == {tok.pad_id, tok.eos_id}
+    assert tok.vocab_size <= 1024
+
+
+@pytest.mark.parametrize('text', ['Mia has 12 apples. She buys 7 more, so 12 + 7 = 19.',
+                                  "  odd   spacing\n\n\ttabs, don't ünïcödé ∑ 数学 \\boxed{3/4}",
+                                  data.render_prompt('What is 2 + 2?', '0.4', system='You are a helpful assistant.')])
+def test_decode_inverts_encode(built, text):
+    tok = built[2]
+    assert tok.decode(tok.encode(text)) == text
+
+
+def test_matches_transformers_fast_tokenizer(built, hf_tok):
+    tok = built[2]
+    text = built[1]['test'][0]['cot'] + data.render_prompt(built[1]['test'][1]['question'], 'auto') + '<COMP_60>\n<think>'
+    assert hf_tok.encode(text, add_special_tokens=False) == tok.encode(text)
+    assert hf_tok.decode(tok.encode(text)) == text
+
+
+def test_saved_folder_loads_with_autotokenizer(built):
+    from transformers import AutoTokenizer
+    hf = AutoTokenizer.from_pretrained(f"{built[0]}/tokenizer")
+    tok = built[2]
+    text = data.render_prompt('Sam has 3 cards.', '0.2')
+    assert hf.encode(text, add_special_tokens=False) == tok.encode(text)
+    assert hf.eos_token == '<|im_end|>' and hf.pad_token == '<|endoftext|>'
+    assert len(hf) == tok.vocab_size
+
+
+def test_loading_a_tokenizer_without_budget_tokens_adds_them(built, tmp_path):
+    state = json.loads(built[2].tk.to_str())
+    state['added_tokens'] = [t for t in state['added_tokens'] if not t['content'].startswith('<COMP_')]
+    for t in data.BUDGET_TOKENS.values():  # also remove them from the model vocab, as in real Qwen3
+        state['model']['vocab'].pop(t)
+    (tmp_path / 'tokenizer.json').write_text(json.dumps(state))
+    tok = data.load_tokenizer(str(tmp_path))
+    assert len(set(tok.budget_ids.values())) == 6 and tok.vocab_size == built[2].vocab_size
+    assert tok.encode('x <COMP_80>')[-1] == tok.budget_ids['0.8']
+
+
+def test_think_tokens_survive_skip_special_tokens_like_qwen3(built):
+    tok = built[2]
+    ids = tok.encode('<COMP_40>\n<think>\nok\n</think>\n\nx<|im_end|>')
+    assert tok.decode(ids, skip_special_tokens=True) == '\n<think>\nok\n</think>\n\nx'
+
+
+# -----------------------------------------------------------------------------
+# chat format
+
+def _apply_qwen3_template(hf_tok, messages, add_generation_prompt):
+    return hf_tok.apply_chat_template(messages, chat_template=QWEN3_CHAT_TEMPLATE, tokenize=False,
+                                      add_generation_prompt=add_generation_prompt)
+
+
+CONVERSATIONS = [
+    [{'role': 'user', 'content': 'What is 2+2?'}],
+    [{'role': 'system', 'content': 'You are a helpful assistant.'}, {'role': 'user', 'content': 'Hi\nthere'}],
+    [{'role': 'user', 'content': 'Q <COMP_40>'},
+     {'role': 'assistant', 'content': '<think>\nstep 1\nstep 2\n</think>\n\nThe answer is \\boxed{4}.'}],
+    [{'role': 'system', 'content': 'sys'}, {'role': 'user', 'content': 'Q'},
+     {'role': 'assistant', 'content': '<COMP_40>\n<think>\n\nreasoning\n\n</think>\n\n\nanswer'}],
+    [{'role': 'user', 'content': 'Q'}, {'role': 'assistant', 'content': 'no thinking here'}],
+    [{'role': 'user', 'content': 'Q1'}, {'role': 'assistant', 'content': '<think>\nr1\n</think>\n\nA1'},
+     {'role': 'user', 'content': 'Q2'}, {'role': 'assistant', 'content': '<think>\nr2\n</think>\n\nA2'}],
+]
+
+
+@pytest.mark.parametrize('messages', CONVERSATIONS)
+@pytest.mark.parametrize('add_generation_prompt', [False, True])
+def test_render_chat_matches_qwen3_template(hf_tok, messages, add_generation_prompt):
+    ref = _apply_qwen3_template(hf_tok, messages, add_generation_prompt)
+    assert data.render_chat(messages, add_generation_prompt) == ref
+
+
+@pytest.mark.parametrize('system', [None, 'You are a helpful assistant.'])
+def test_prompt_plus_completion_equals_qwen3_chat_for_mode_none(hf_tok, system):
+    q, cot, ans = 'Mia has 3 pens.', 'Mia has 3 pens. So the answer is 3.', data.answer_text('3')
+    full = data.render_prompt(q, 'none', system) + data.render_completion(cot, ans, 'none') + '\n'
+    messages = ([{'role': 'system', 'content': system}] if system else []) + [
+        {'role': 'user', 'content': data.user_content(q, 'none')},
+        {'role': 'assistant', 'content': f"<think>\n{cot}\n</think>\n\n{ans}"}]
+    assert full == _apply_qwen3_template(hf_tok, messages, False)
+
+
+def test_render_prompt_formats():
+    q = 'Ben has 5 cards.'
+    base = '<|im_start|>user\n' + data.PROMPT_PREFIX + q
+    assert data.render_prompt(q, 'none') == base + '<|im_end|>\n<|im_start|>assistant\n'
+    assert data.render_prompt(q, 0.4) == base + ' <COMP_40><|im_end|>\n<|im_start|>assistant\n<COMP_40>'
+    assert data.render_prompt(q, 'auto') == base + ' <COMP_AUTO><|im_end|>\n<|im_start|>assistant\n'
+    assert data.render_prompt(q, 1).endswith('<COMP_100><|im_end|>\n<|im_start|>assistant\n<COMP_100>')
+    assert data.render_completion('c', 'a', 'auto', chosen=0.2) == '<COMP_20>\n<think>\nc\n</think>\n\na<|im_end|>'
+    with pytest.raises(ValueError, match='0.3'):
+        data.render_prompt(q, 0.3)
+    with pytest.raises(ValueError, match='chosen'):
+        data.render_completion('c', 'a', 'auto')
+
+
+@pytest.mark.parametrize('mode,chosen', [('none', None), ('0.2', None), (0.6, None), ('1.0', None), ('auto', '0.8')])
+def test_sft_example_prompt_is_prefix_and_mask_covers_completion(built, mode, chosen):
+    tok, rec = built[2], built[1]['train'][5]
+    ans = data.answer_text(rec['answer'])
+    ids, mask = data.render_sft_example(rec['question'], rec['cot'], ans, mode, tok, chosen=chosen)
+    prompt_ids = tok.encode(data.render_prompt(rec['question'], mode))
+    assert ids[:len(prompt_ids)] == prompt_ids
+    assert mask == [0] * len(prompt_ids) + [1] * (len(ids) - len(prompt_ids))
+    completion = tok.decode(ids[len(prompt_ids):])
+    assert completion == data.render_completion(rec['cot'], ans, mode, chosen) and completion.endswith('<|im_end|>')
+    assert ids == tok.encode(data.render_prompt(rec['question'], mode) + completion)  # no boundary artefacts
+    assert ids[-1] == tok.eos_id
+
+
+def test_record_to_sft_example_defaults_and_errors(built):
+    tok, rec = built[2], dict(built[1]['train'][0])
+    ids, mask = data.record_to_sft_example(rec, tok)
+    assert (ids, mask) == data.render_sft_example(rec['question'], rec['cot'], data.answer_text(rec['answer']), 'none', tok)
+    ids2, _ = data.record_to_sft_example({**rec, 'mode': 'auto', 'chosen': '0.4', 'response': 'R'}, tok)
+    assert tok.decode(ids2).endswith('<COMP_40>\n<think>\n' + rec['cot'] + '\n</think>\n\nR<|im_end|>')
+    with pytest.raises(KeyError, match="train-00000.*'cot'"):
+        data.record_to_sft_example({'id': 'train-00000', 'question': 'q', 'answer': '1'}, tok)
+    with pytest.raises(ValueError, match='train-00000'):
+        data.record_to_sft_example({**rec, 'mode': 'auto'}, tok)
+
+
+def test_parse_response_on_hand_made_ids(built):
+    tok = built[2]
+    body = tok.encode('\n') + [tok.think_start_id] + tok.encode('\n12 + 7 = 19\n') + [tok.think_end_id]
+    tail = tok.encode('\n\nThe answer is \\boxed{19}.') + [tok.eos_id]
+    n_inside = len(tok.encode('\n12 + 7 = 19\n'))
+    r = data.parse_response(tok, [tok.budget_ids['0.6']] + body + tail)
+    assert r['budget'] == '0.6' and r['think_closed'] and r['think_tokens'] == n_inside
+    assert r['answer_text'] == 'The answer is \\boxed{19}.'
+    assert r['text'].startswith('<COMP_60>\n<think>') and r['text'].endswith('<|im_end|>')
+    r = data.parse_response(tok, torch.tensor(body + tail))  # after a prompt holding the mirror
+    assert r['budget'] is None and r['think_tokens'] == n_inside
+    r = data.parse_response(tok, [tok.think_start_id] + tok.encode('never closed'))
+    assert not r['think_closed'] and r['think_tokens'] is None and r['answer_text'] == ''
+    r = data.parse_response(tok, [tok.think_end_id, tok.think_start_id] + tok.encode('x'))  # wrong order
+    assert not r['think_closed']
+    assert data.parse_response(tok, [])['budget'] is None
+
+
+# -----------------------------------------------------------------------------
+# real-dataset loaders
+
+def _write(path, rows):
+    path.write_text(''.join((r if isinstance(r, str) else json.dumps(r)) + '\n' for r in rows))
+    return str(path)
+
+
+def test_load_gsm8k_math_amc_metamath(tmp_path):
+    gsm = _write(tmp_path / 'gsm.jsonl', [{'question': 'Q1', 'answer': 'work\n#### 1,234'}])
+    assert data.load_benchmark(gsm) == [{'id': 'gsm.jsonl-0', 'question': 'Q1', 'answer': '1234'}]
+    math = _write(tmp_path / 'math.jsonl', [
+        {'problem': 'P1', 'solution': 'so $\\boxed{\\frac{1}{2}}$', 'answer': '\\frac{1}{2}', 'unique_id': 'a/1'},
+        {'problem': 'P2', 'solution': 'x \\boxed{3} then \\boxed{\\sqrt{2}}'}])
+    got = data.load_benchmark(math)
+    assert got[0] == {'id': 'a/1', 'question': 'P1', 'answer': '\\frac{1}{2}'}
+    assert got[1]['answer'] == '\\sqrt{2}'  # the LAST boxed, braces balanced
+    amc = _write(tmp_path / 'amc.jsonl', [{'id': 7, 'problem': 'P', 'answer': 27.0}, {'question': 'Q', 'answer': 0.5}])
+    assert [r['answer'] for r in data.load_benchmark(amc)] == ['27', '0.5']
+    meta = _write(tmp_path / 'meta.jsonl', [{'query': 'Q', 'response': 'steps\nThe answer is: 42'}])
+    assert data.load_benchmark(meta)[0]['answer'] == '42'
+    js = tmp_path / 'x.json'
+    js.write_text(json.dumps([{'question': 'Q', 'answer': '5'}]))
+    assert data.load_benchmark(str(js))[0]['answer'] == '5'
+
+
+def test_load_synthetic_split(built):
+    recs = data.load_benchmark('synthetic', 'test', data_dir=built[0])
+    assert [(r['id'], r['question'], r['answer']) for r in recs] == \
+           [(r['id'], r['question'], r['answer']) for r in built[1]['test']]
+
+
+def test_malformed_lines_fail_with_file_and_line(tmp_path):
+    bad = _write(tmp_path / 'bad.jsonl', [{'question': 'Q', 'answer': '1'}, '{"question": "Q2", ', ''])
+    with pytest.raises(ValueError, match=r'bad\.jsonl:2: invalid JSON'):
+        data.load_benchmark(bad)
+    nofield = _write(tmp_path / 'nofield.jsonl', [{'question': 'Q', 'answer': '1'}, {'text': 'no question'}])
+    with pytest.raises(ValueError, match=r"nofield\.jsonl:2: no 'question' or 'problem'"):
+        data.load_benchmark(nofield)
+    noans = _write(tmp_path / 'noans.jsonl', [{'problem': 'P', 'solution': 'no box'}])
+    with pytest.raises(ValueError, match=r'noans\.jsonl:1: .*boxed'):
+        data.load_benchmark(noans)
+    with pytest.raises(ValueError, match=r'bad2\.jsonl:3: invalid JSON'):
+        data.read_jsonl(_write(tmp_path / 'bad2.jsonl', ['{}', '', 'nope']))
+    with pytest.raises(FileNotFoundError, match='nonexistent'):
+        data.load_benchmark('nonexistent_benchmark')
+
+
+# -----------------------------------------------------------------------------
+# rule-based annotator
+
+def _kept(cot, spans):
+    return [cot[a:b] for a, b in spans]
+
+
+def test_annotator_on_handwritten_cot():
+    cot = ("Okay, let me think about this. Hmm, I need to figure out how many eggs are left. "
+           "The farm has 16 eggs. She eats 3, so 16 - 3 = 13. Wait, let me double-check: 16 minus 3 is 13, yes. "
+           "Then she bakes with 4: 13 - 4 = 9. So the answer is 9.")
+    assert _kept(cot, data.annotate_cot(cot)) == ['The farm has 16 eggs', 'She eats 3, so 16 - 3 = 13',
+                                                  'she bakes with 4: 13 - 4 = 9', 'the answer is 9']
+
+
+def test_annotator_keeps_latex_whole_and_drops_repeats():
+    cot = ("So we have $x = 3.5$. Then $$\\frac{a}{b} = 2.\n5$$ holds.\n"
+           "Let me verify $x = 3.5$ again. I think x = 3.5. Therefore the final answer is $\\boxed{7}$.")
+    kept = _kept(cot, data.annotate_cot(cot))
+    assert kept == ['$x = 3.5$', '$$\\frac{a}{b} = 2.\n5$$ holds', 'the final answer is $\\boxed{7}$']
+    for a, b in data.annotate_cot(cot):  # no span cuts a math span
+        for m in re.finditer(r'\$\$.+?\$\$|\$.+?\$', cot, re.S):
+            assert b <= m.start() or a >= m.end() or (a <= m.start() and m.end() <= b)
+
+
+def test_annotator_agrees_with_synthetic_gold_spans(built):
+    # an independent check: the rules recover most of the generator's kept characters
+    hits = total = extra = 0
+    for r in built[1]['val']:
+        gold = set(k for a, b in r['keep_spans'] for k in range(a, b))
+        pred = set(k for a, b in data.annotate_cot(r['cot']) for k in range(a, b))
+        hits, total, extra = hits + len(gold & pred), total + len(gold), extra + len(pred - gold)
+    assert hits / total > 0.9 and extra / total < 0.3
+
+
+# -----------------------------------------------------------------------------
+# batching
+
+def test_pad_batch_shifts_targets_under_the_mask():
+    ex = [([1, 2, 3, 4, 5], [0, 0, 1, 1, 1]), ([6, 7, 8], [0, 1, 1])]
+    x, y = data.pad_batch(ex, pad_id=0)
+    assert x.tolist() == [[1, 2, 3, 4], [6, 7, 0, 0]]
+    assert y.tolist() == [[-100, 3, 4, 5], [7, 8, -100, -100]]
+    x, y = data.pad_batch(ex, pad_id=0, max_len=2)
+    assert x.tolist() == [[1, 2], [6, 7]] and y.tolist() == [[-100, 3], [7, 8]]
+    with pytest.raises(ValueError, match='example 0'):
+        data.pad_batch([([1, 2], [1])], 0)
+
+
+def test_sft_batches_deterministic_disjoint_shards_and_full_epochs():
+    examples = [([i, i + 1], [0, 1]) for i in range(23)]
+    take = lambda gen, n: [[ex[0][0] for ex in next(gen)] for _ in range(n)]
+    a = take(data.sft_batches(examples, 4, seed=1, rank=0, world_size=2), 6)
+    assert a == take(data.sft_batches(examples, 4, seed=1, rank=0, world_size=2), 6)
+    assert a != take(data.sft_batches(examples, 4, seed=2, rank=0, world_size=2), 6)
+    b = take(data.sft_batches(examples, 4, seed=1, rank=1, world_size=2), 6)
+    per_rank = 23 // 2
+    first_a = [i for batch in a for i in batch][:per_rank]  # epoch 0 of each rank
+    first_b = [i for batch in b for i in batch][:per_rank]
+    assert len(set(first_a)) == per_rank and not set(first_a) & set(first_b)
+    second_a = [i for batch in a for i in batch][per_rank:2 * per_rank]
+    assert second_a != first_a  # reshuffled each epoch
+    assert all(len(batch) == 4 for batch in a)
+    x, y = next(data.sft_batches(examples, 4, seed=1, pad_id=0))
+    assert x.shape == (4, 1) and y.shape == (4, 1)
+
+
+def test_sft_batches_sort_pool_reduces_padding():
+    examples = [(list(range(n)), [1] * n) for n in [2, 30, 3, 31, 4, 32, 5, 33] * 4]
+    batches = [next(g) for g in [data.sft_batches(examples, 4, seed=0, sort_pool=8)] for _ in range(8)]
+    spread = [max(len(e[0]) for e in b) - min(len(e[0]) for e in b) for b in batches]
+    assert max(spread) <= 3
+    items = sorted(e[0][-1] for b in batches for e in b)
+    assert items == sorted(n - 1 for n in [2, 30, 3, 31, 4, 32, 5, 33] * 4)  # one epoch, each item once
