@@ -1,0 +1,25 @@
+# CHRPO at paper scale: Qwen3-1.7B after mixed-ratio SFT, on GPUs.
+#   torchrun --standalone --nproc_per_node=8 train_chrpo.py config/qwen3_1p7b_chrpo.py
+# The paper gives the reward design but not the RL hyperparameters; the values marked
+# "ours" are our choices (GRPO/DAPO-style defaults for a 1.7B model), not the paper's.
+out_dir = 'out/qwen3_1p7b_chrpo'
+init_from = 'out/qwen3_1p7b_sft/ckpt'
+rl_path = 'data/rl_questions.jsonl'   # e.g. MetaMathQA / GSM8K-train questions: {id, question, answer}
+teacher_path = 'out/qwen3_1p7b_chrpo/teacher_budgets.jsonl'
+teacher_samples = 4                   # ours: k samples per (question, budget)
+teacher_temperature = 0.7             # the paper's decoding
+teacher_top_p = 0.9
+max_iters = 500                       # ours
+questions_per_step = 64               # ours: global, 8 per GPU
+group_size = 8                        # ours: G rollouts per question -> 512 rollouts a step
+max_new_tokens = 4096                 # the paper's generation cap
+temperature = 1.0                     # ours: rollouts at T=1, top_p=1 (unbiased behaviour log-probs)
+learning_rate = 1e-6                  # ours
+warmup_iters = 10                     # ours
+mu = 2                                # ours: mini-batch updates per rollout batch
+micro_batch_size = 8                  # rollouts per forward/backward per GPU
+eps_low = 0.2                         # ours (DAPO clip-higher)
+eps_high = 0.28
+kl_coef = 0.0                         # off, as in DAPO; 1e-3 keeps a k3 KL to the SFT model
+ckpt_interval = 25
+dtype = 'bfloat16'

@@ -1,0 +1,20 @@
+# CHRPO on the embedded default (CPU, minutes): starts from the tiny SFT model (which already
+# saw POLICY warm-up items), labels the RL pool with teacher budgets, then runs the loop.
+#   python train_chrpo.py config/tiny_chrpo.py
+out_dir = 'out/chrpo'
+init_from = 'out/sft/ckpt'
+rl_path = 'out/data/rl_pool.jsonl'
+teacher_path = 'out/teacher/teacher_budgets.jsonl'  # written by the teacher stage of speedrun.sh
+max_rl_questions = 400
+teacher_samples = 2
+max_iters = 30
+questions_per_step = 16
+group_size = 8
+max_new_tokens = 384
+temperature = 1.0
+learning_rate = 1e-4
+mu = 2
+micro_batch_size = 32
+eps_low = 0.2
+eps_high = 0.28
+ckpt_interval = 5
