@@ -1,0 +1,19 @@
+# Evaluation of the embedded default (CPU): base, SFT and CHRPO checkpoints on the
+# synthetic test split, every budget mode. python evaluate.py config/eval_tiny.py
+out_dir = 'out/eval'
+models = {'base': 'out/base/ckpt', 'sft': 'out/sft/ckpt', 'chrpo': 'out/chrpo/ckpt'}
+model_modes = {'base': ['base'],
+               'sft': ['base', '0.2', '0.4', '0.6', '0.8', '1.0', 'auto'],
+               'chrpo': ['auto', '0.2', '0.4', '0.6', '0.8', '1.0']}
+optional_models = []  # every stage of the speedrun must have produced its checkpoint
+benchmarks = ['synthetic']
+data_dir = 'out/data'
+max_items = 100  # first 100 of the 300 test questions: 13 (model, mode) pairs must fit the CPU speedrun
+n_samples = 1
+temperature = 0.7
+top_p = 0.9
+max_new_tokens = 512  # the longest synthetic CoT is ~300 tokens
+batch_size = 100  # one decode batch per pair
+chunk_items = 100
+system = ''  # the tiny models were trained without a system turn
+report_path = 'out/report.md'

@@ -1,0 +1,618 @@
+"""
+Evaluation: the sample-and-grade engine every stage uses, benchmark metrics per
+(model, mode), and the report (table in the paper's layout + accuracy-vs-ratio plot).
+
+    python evaluate.py config/eval_tiny.py                       # embedded default, CPU
+    torchrun --standalone --nproc_per_node=8 evaluate.py config/eval_qwen3_1p7b.py
+    python evaluate.py config/eval_tiny.py --benchmarks="['synthetic']" --max_items=50
+
+The engine (imported by train_compressor.py and train_chrpo.py):
+
+    from evaluate import sample_and_grade
+    rows = sample_and_grade(model, tok, items, mode='0.4', n=4, temperature=0.7)
+    # one dict per (item, sample), in item order: id, question, gold, difficulty, mode,
+    # sample_index, prompt_ids, tokens, logprobs, finish_reason, output, parsed, pred,
+    # correct, think_tokens, budget, latency_s
+
+Grading (`grade`): a sample is correct only if it stopped on a stop token (truncated =
+wrong), its think block is closed, and the last \\boxed{} of the answer part is equivalent
+to the gold answer (rewards.is_equiv; model text is never eval'd). think_tokens counts the
+tokens inside a closed <think>..</think> (None when unclosed). budget = the budget mode the
+answer runs under: the mode itself for fixed modes, the first generated budget token for
+'auto' (POLICY), None for 'none' / 'base'.
+
+Timing: sample_and_grade puts latency_s = (wall time of the sampler call) / (number of
+samples) on each row, i.e. the amortized per-sample latency of batched decoding. The
+paper's "latency per instance" is the sum of latency_s over a row's samples / #questions.
+
+Metrics per (benchmark, model, mode), see `summarize`:
+  accuracy       mean(correct) over all samples
+  think_tokens   mean think tokens over samples with a closed think
+  act_ratio      think_tokens / think_tokens of the reference row. Reference: the 'base'
+                 model's 'base' mode on the same benchmark; if absent, the same model's
+                 '1.0' row, else its 'base' row (`reference_key`)
+  budget_abs_err mean |r - target| with r = think tokens / mean think tokens of the same
+                 question in the reference row; target = the fixed ratio, or in POLICY
+                 mode the chosen budget; budget_within_0.1 = share with |r - target| <= 0.1
+  budget_hist    counts of chosen budgets (POLICY); acc_by_difficulty; latency_s
+                 (per question); tokens_per_s; pass@k when n > 1 (unbiased estimator)
+
+Outputs in out_dir: samples_{model}_{mode}_{benchmark}.jsonl (one line per sample),
+summary.json (a list of rows), report.md (+ report_path if set) and accuracy_vs_ratio.png.
+Resumable: a finished samples file whose run key matches the current settings is reused;
+an unfinished pair resumes from its per-rank .partial files (chunks of `chunk_items`).
+Distributed: rank r takes items[r::world]; rank 0 merges the per-rank files.
+"""
+import hashlib
+import json
+import math
+import os
+import re
+import time
+
+import torch
+
+from common import (atomic_write_json, atomic_write_text, barrier, cleanup_dist,
+                    find_checkpoint, is_main, print0, read_jsonl, read_jsonl_tolerant, setup_dist,
+                    write_jsonl)
+
+# -----------------------------------------------------------------------------
+# config (embedded default; config/eval_*.py override)
+out_dir = 'out/eval'  # per-sample jsonl, summary.json, report.md, plot
+max_iters = 0  # unused (kept so every script has it)
+models = {'base': 'out/base/ckpt', 'sft': 'out/sft/ckpt', 'chrpo': 'out/chrpo/ckpt'}  # name -> checkpoint
+model_modes = {'base': ['base'],  # name -> modes to evaluate ('base'/'none', '0.2'..'1.0', 'auto')
+               'sft': ['base', '0.2', '0.4', '0.6', '0.8', '1.0', 'auto'],
+               'chrpo': ['auto', '0.2', '0.4', '0.6', '0.8', '1.0']}
+optional_models = []  # names whose missing checkpoint is skipped with a message (others: error)
+tokenizer_path = ''  # '' = the tokenizer saved in each checkpoint folder
+benchmarks = ['synthetic']  # 'synthetic', 'gsm8k', 'math500', 'amc23', a local jsonl, or a hub id
+split = 'test'  # benchmark split
+data_dir = 'out/data'  # where 'synthetic' reads {split}.jsonl (python data.py)
+max_items = 0  # >0: first max_items questions of each benchmark (quick runs)
+n_samples = 1  # samples per question (paper: 1); pass@k is reported when > 1
+temperature = 0.7  # paper decoding
+top_p = 0.9  # paper decoding
+top_k = 0  # 0 = off
+max_new_tokens = 512  # paper: 4096
+batch_size = 64  # sequences decoded together (sampler batch_size)
+chunk_items = 64  # questions per resumable chunk (appended to the .partial file when done)
+system = ''  # system prompt ('' = none; paper: 'You are a helpful assistant.')
+seed = 1234  # sampling seed (chunk seed = seed + index of its first question)
+device = 'auto'  # 'auto' | 'cpu' | 'cuda'
+dtype = 'auto'  # 'auto' (bf16 on cuda, fp32 on cpu) | 'float32' | 'bfloat16'
+cuda_graph = False  # sampler: CUDA-graph decode (GPU only)
+reference_model = 'base'  # ActRatio denominator: this model's 'base' row
+report_path = ''  # extra copy of report.md (speedrun: out/report.md)
+plot = True  # write accuracy_vs_ratio.png when matplotlib is importable
+
+# -----------------------------------------------------------------------------
+# grading
+
+FIXED_MODES = ['0.2', '0.4', '0.6', '0.8', '1.0']  # budget ratios with a control token
+ALL_MODES = ['base', 'none'] + FIXED_MODES + ['auto']
+
+
+def canonical_mode(mode):
+    """'base' is an alias of 'none' (no budget token); numbers become '0.2'..'1.0'."""
+    if isinstance(mode, (int, float)) and not isinstance(mode, bool):
+        mode = f'{float(mode):.1f}'
+    mode = str(mode)
+    if mode == 'base':
+        return 'none'
+    if mode not in ALL_MODES:
+        raise ValueError(f"unknown mode {mode!r}; expected one of {ALL_MODES}")
+    return mode
+
+
+def _budget_name(b):
+    # a budget from the tokenizer / parser (a mode string, a float or None) -> '0.2'..'1.0' or None
+    if b is None:
+        return None
+    if isinstance(b, (int, float)) and not isinstance(b, bool):
+        return f'{float(b):.1f}'
+    b = str(b)
+    if b in FIXED_MODES:
+        return b
+    try:
+        return f'{float(b):.1f}'
+    except ValueError:
+        return None  # 'auto' or 'none' is no chosen budget
+
+
+def grade(tok, tokens, finish_reason, gold, mode):
+    """Grade one generated continuation (the ids after the prompt). Returns a dict with
+    output, parsed, pred, correct, think_tokens, budget (see the module docstring)."""
+    import data
+    import rewards
+    mode = canonical_mode(mode)
+    tokens = [int(t) for t in tokens]
+    parsed = data.parse_response(tok, tokens)
+    answer_part = parsed.get('answer_text') or ''
+    pred = rewards.extract_answer(answer_part)
+    # rewards.extract_answer falls back to 'The answer is ..' without a box; the paper
+    # counts an unboxed answer as wrong, so correctness also requires a \\boxed{}
+    boxed = bool(rewards.find_boxed(answer_part))
+    think_closed = bool(parsed.get('think_closed'))
+    correct = (pred is not None and boxed and finish_reason == 'stop' and think_closed
+               and bool(rewards.is_equiv(pred, gold)))
+    if mode == 'auto':
+        # POLICY: the control head is the first generated token
+        budget = _budget_name(parsed.get('budget'))
+        if budget is None and tokens:
+            budget = _budget_name(tok.id_to_budget.get(tokens[0]))
+    elif mode == 'none':
+        budget = None
+    else:
+        budget = mode
+    return {'output': tok.decode(tokens), 'parsed': parsed, 'pred': pred, 'boxed': boxed, 'correct': correct,
+            'think_tokens': parsed.get('think_tokens') if think_closed else None, 'budget': budget}
+
+
+# -----------------------------------------------------------------------------
+# the engine
+
+
+def build_prompts(tok, items, mode, system=None):
+    import data
+    mode = canonical_mode(mode)
+    prompts = []
+    for i, it in enumerate(items):
+        if 'question' not in it:
+            raise KeyError(f"item {i} (id {it.get('id')!r}) has no 'question'")
+        prompts.append(tok.encode(data.render_prompt(it['question'], mode, system or None)))
+    return prompts
+
+
+@torch.no_grad()
+def sample_and_grade(model, tok, items, mode, n=1, temperature=0.7, top_p=0.9, top_k=0, max_new_tokens=512,
+                     seed=0, batch_size=None, system=None, **sampler_kw):
+    """Sample n continuations per item in `mode` and grade each. items: dicts with 'id',
+    'question', 'answer' (gold), optional 'difficulty'. Returns len(items)*n dicts in item
+    order (samples of one item together), each with latency_s (see module docstring).
+    sampler_kw go to sampler.generate as is (cuda_graph=True, compile=True on GPU)."""
+    import sampler
+    mode = canonical_mode(mode)  # rows carry data.MODES names ('none', not 'base')
+    if not items:
+        return []
+    for i, it in enumerate(items):
+        if 'answer' not in it:
+            raise KeyError(f"item {i} (id {it.get('id')!r}) has no 'answer' (gold)")
+    prompts = build_prompts(tok, items, mode, system)
+    was_training = model.training
+    model.eval()
+    t0 = time.time()
+    outs = sampler.generate(model, prompts, n=n, max_new_tokens=max_new_tokens, temperature=temperature,
+                            top_p=top_p, top_k=top_k, stop_token_ids=tuple(tok.stop_ids), seed=seed,
+                            batch_size=batch_size, **sampler_kw)
+    wall = time.time() - t0
+    model.train(was_training)
+    if len(outs) != len(items) * n:
+        raise RuntimeError(f'sampler returned {len(outs)} samples, expected {len(items)} x {n}')
+    rows = []
+    per_sample = wall / len(outs)
+    for j, o in enumerate(outs):
+        it = items[o['prompt_index']]
+        tokens = [int(t) for t in o['tokens']]
+        g = grade(tok, tokens, o['finish_reason'], it['answer'], mode)
+        rows.append({'id': it.get('id', o['prompt_index']), 'question': it['question'], 'gold': it['answer'],
+                     'difficulty': it.get('difficulty'), 'mode': mode, 'sample_index': j % n,
+                     'prompt_ids': prompts[o['prompt_index']], 'tokens': tokens,
+                     'logprobs': [float(x) for x in o['logprobs']], 'finish_reason': o['finish_reason'],
+                     **g, 'latency_s': per_sample})
+    return rows
+
+
+# -----------------------------------------------------------------------------
+# metrics
+
+
+def pass_at_k(n, c, k):
+    """Unbiased pass@k from n samples with c correct: 1 - C(n-c, k) / C(n, k)."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def _mean(xs):
+    return sum(xs) / len(xs) if xs else None
+
+
+def per_question_think(samples):
+    """id -> mean think tokens of its closed-think samples (ids with none are absent)."""
+    acc = {}
+    for s in samples:
+        if s.get('think_tokens') is not None:
+            acc.setdefault(str(s['id']), []).append(s['think_tokens'])
+    return {k: sum(v) / len(v) for k, v in acc.items()}
+
+
+def budget_following(samples, ref_think, tol=0.1):
+    """Realized ratio r = think tokens / the same question's reference think tokens, compared
+    with the target (the budget the sample ran under). Returns (mean |r - target|, share
+    within tol, count); (None, None, 0) when no sample has a target and a reference."""
+    errs = []
+    for s in samples:
+        target = _budget_name(s.get('budget'))
+        ref = ref_think.get(str(s['id']))
+        if target is None or s.get('think_tokens') is None or not ref:
+            continue
+        errs.append(abs(s['think_tokens'] / ref - float(target)))
+    if not errs:
+        return None, None, 0
+    return sum(errs) / len(errs), sum(e <= tol + 1e-9 for e in errs) / len(errs), len(errs)
+
+
+def budget_histogram(samples):
+    """Counts of chosen budgets ('0.2'..'1.0', 'none' when no budget token came first)."""
+    hist = {m: 0 for m in FIXED_MODES}
+    for s in samples:
+        b = _budget_name(s.get('budget'))
+        hist[b if b is not None else 'none'] = hist.get(b if b is not None else 'none', 0) + 1
+    return hist
+
+
+def reference_key(keys, bench, model_name, reference_model='base'):
+    """The (bench, model, mode) row whose think tokens are the ActRatio denominator."""
+    for cand in ((bench, reference_model, 'none'), (bench, model_name, '1.0'), (bench, model_name, 'none')):
+        if cand in keys:
+            return cand
+    return None
+
+
+def summarize(results, reference_model='base'):
+    """results: {(bench, model, mode): [graded samples]} -> list of summary rows (dicts)."""
+    results = {(b, m, canonical_mode(md)): v for (b, m, md), v in results.items()}
+    think = {k: _mean([s['think_tokens'] for s in v if s.get('think_tokens') is not None])
+             for k, v in results.items()}
+    rows = []
+    for key, samples in results.items():
+        bench, model_name, mode = key
+        ref = reference_key(results, bench, model_name, reference_model)
+        ref_think = think.get(ref) if ref else None
+        t = think[key]
+        row = {'benchmark': bench, 'model': model_name, 'mode': 'base' if mode == 'none' else mode,
+               'n': len(samples), 'n_questions': len({str(s['id']) for s in samples}),
+               'accuracy': _mean([float(bool(s['correct'])) for s in samples]) or 0.0,
+               'think_tokens': t,
+               'act_ratio': (t / ref_think) if (t is not None and ref_think) else None,
+               'reference': '/'.join(['base' if x == 'none' else x for x in ref[1:]]) if ref else None,
+               'closed_think_rate': _mean([float(s.get('think_tokens') is not None) for s in samples]),
+               'truncated_rate': _mean([float(s.get('finish_reason') != 'stop') for s in samples])}
+        err, within, cnt = budget_following(samples, per_question_think(results[ref]) if ref else {})
+        row.update({'budget_abs_err': err, 'budget_within_0.1': within, 'budget_n': cnt})
+        if mode == 'auto':
+            row['budget_hist'] = budget_histogram(samples)
+        by_diff = {}
+        for s in samples:
+            if s.get('difficulty') is not None:
+                by_diff.setdefault(str(s['difficulty']), []).append(float(bool(s['correct'])))
+        row['acc_by_difficulty'] = {d: sum(v) / len(v) for d, v in sorted(by_diff.items(), key=lambda kv: _num_key(kv[0]))}
+        total_latency = sum(s.get('latency_s', 0.0) for s in samples)
+        gen_tokens = sum(len(s.get('tokens', ())) for s in samples)
+        row['latency_s'] = total_latency / max(row['n_questions'], 1)
+        row['tokens_per_s'] = gen_tokens / total_latency if total_latency > 0 else None
+        row['gen_tokens'] = gen_tokens / max(len(samples), 1)
+        per_q = {}
+        for s in samples:
+            per_q.setdefault(str(s['id']), []).append(bool(s['correct']))
+        ns = {len(v) for v in per_q.values()}
+        if len(ns) == 1 and ns.pop() > 1:
+            nq = len(next(iter(per_q.values())))
+            for k in sorted({1, nq}):
+                row[f'pass@{k}'] = _mean([pass_at_k(nq, sum(v), k) for v in per_q.values()])
+        rows.append(row)
+    return rows
+
+
+def _num_key(s):
+    try:
+        return (0, float(s), '')
+    except ValueError:
+        return (1, 0.0, s)
+
+
+# -----------------------------------------------------------------------------
+# report
+
+MODE_LABELS = {'base': 'no budget token', 'auto': 'POLICY'}  # how modes read in the table
+
+
+def _row_label(model_name, mode):
+    if model_name == 'base' and mode == 'base':
+        return 'base model'
+    return f"{model_name} {MODE_LABELS.get(mode, mode)}"
+
+
+def _fmt(x, spec='.2f', none='-'):
+    return none if x is None else format(x, spec)
+
+
+def write_report(summary_rows, out_path, title='Extra-CoT evaluation', plot_path=None):
+    """Markdown report from summary rows: the main table (rows = model/mode, a column per
+    benchmark: "think tokens / accuracy % (ActRatio)"), budget following, POLICY budget
+    histogram, latency. With plot_path, also the accuracy-vs-ActRatio plot (if matplotlib)."""
+    rows = list(summary_rows)
+    benches = list(dict.fromkeys(r.get('benchmark', 'synthetic') for r in rows))
+    pairs = list(dict.fromkeys((r['model'], r['mode']) for r in rows))
+    cell = {(r.get('benchmark', 'synthetic'), r['model'], r['mode']): r for r in rows}
+    lines = [f'# {title}', '', 'think tokens / accuracy % (ActRatio); think tokens are counted inside a closed '
+             '`<think>..</think>` only; truncated or unboxed answers count as wrong.', '']
+    lines += ['| method / mode | ' + ' | '.join(benches) + ' |', '|---|' + '---|' * len(benches)]
+    for m, md in pairs:
+        cells = []
+        for b in benches:
+            r = cell.get((b, m, md))
+            if r is None:
+                cells.append('-')
+                continue
+            ratio = f" ({r['act_ratio']:.2f})" if r.get('act_ratio') is not None else ''
+            cells.append(f"{_fmt(r.get('think_tokens'), '.0f')} / {100 * r['accuracy']:.1f}{ratio}")
+        lines.append(f'| {_row_label(m, md)} | ' + ' | '.join(cells) + ' |')
+    # budget following
+    bf = [r for r in rows if r.get('budget_n')]
+    if bf:
+        lines += ['', '## Budget following', '',
+                  'realized ratio r = think tokens / the same question\'s think tokens in the reference row; '
+                  'target = the fixed ratio, or the chosen budget in POLICY mode.', '',
+                  '| benchmark | method / mode | reference | mean abs(r - target) | within 0.1 | samples |',
+                  '|---|---|---|---|---|---|']
+        for r in bf:
+            lines.append(f"| {r.get('benchmark', 'synthetic')} | {_row_label(r['model'], r['mode'])} | {r.get('reference')} "
+                         f"| {_fmt(r['budget_abs_err'], '.3f')} | {_fmt(100 * r['budget_within_0.1'], '.1f')}% "
+                         f"| {r['budget_n']} |")
+    # POLICY histogram
+    pol = [r for r in rows if r.get('budget_hist')]
+    if pol:
+        keys = list(dict.fromkeys(k for r in pol for k in r['budget_hist']))
+        lines += ['', '## POLICY mode: chosen budgets', '', '| benchmark | model | ' + ' | '.join(keys) + ' |',
+                  '|---|---|' + '---|' * len(keys)]
+        for r in pol:
+            tot = max(sum(r['budget_hist'].values()), 1)
+            lines.append(f"| {r.get('benchmark', 'synthetic')} | {r['model']} | "
+                         + ' | '.join(f"{r['budget_hist'].get(k, 0)} ({100 * r['budget_hist'].get(k, 0) / tot:.0f}%)"
+                                      for k in keys) + ' |')
+    # accuracy by difficulty
+    diffs = list(dict.fromkeys(d for r in rows for d in (r.get('acc_by_difficulty') or {})))
+    if diffs:
+        lines += ['', '## Accuracy % by difficulty', '', '| benchmark | method / mode | ' + ' | '.join(diffs) + ' |',
+                  '|---|---|' + '---|' * len(diffs)]
+        for r in rows:
+            d = r.get('acc_by_difficulty') or {}
+            lines.append(f"| {r.get('benchmark', 'synthetic')} | {_row_label(r['model'], r['mode'])} | "
+                         + ' | '.join(_fmt(100 * d[k], '.1f') if k in d else '-' for k in diffs) + ' |')
+    # latency
+    lines += ['', '## Latency', '', '| benchmark | method / mode | s / question | tokens / s | generated tokens / sample |',
+              '|---|---|---|---|---|']
+    for r in rows:
+        lines.append(f"| {r.get('benchmark', 'synthetic')} | {_row_label(r['model'], r['mode'])} | "
+                     f"{_fmt(r.get('latency_s'), '.3f')} | {_fmt(r.get('tokens_per_s'), '.1f')} | "
+                     f"{_fmt(r.get('gen_tokens'), '.1f')} |")
+    if any(k.startswith('pass@') for r in rows for k in r):
+        ks = sorted({k for r in rows for k in r if k.startswith('pass@')}, key=lambda k: int(k[5:]))
+        lines += ['', '## pass@k %', '', '| benchmark | method / mode | ' + ' | '.join(ks) + ' |',
+                  '|---|---|' + '---|' * len(ks)]
+        for r in rows:
+            lines.append(f"| {r.get('benchmark', 'synthetic')} | {_row_label(r['model'], r['mode'])} | "
+                         + ' | '.join(_fmt(100 * r[k], '.1f') if r.get(k) is not None else '-' for k in ks) + ' |')
+    if plot_path and write_plot(rows, plot_path):
+        lines += ['', f'![accuracy vs ActRatio]({os.path.basename(plot_path)})']
+    text = '\n'.join(lines) + '\n'
+    atomic_write_text(out_path, text)
+    return text
+
+
+def write_plot(summary_rows, path):
+    """Accuracy against ActRatio, one panel per benchmark, one series per model, points
+    labelled by mode. Returns False (and writes nothing) without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    benches = list(dict.fromkeys(r.get('benchmark', 'synthetic') for r in summary_rows))
+    fig, axes = plt.subplots(1, len(benches), figsize=(5 * len(benches), 4), squeeze=False)
+    for ax, b in zip(axes[0], benches):
+        pts = [r for r in summary_rows if r.get('benchmark', 'synthetic') == b and r.get('act_ratio') is not None]
+        for m in dict.fromkeys(r['model'] for r in pts):
+            mp = sorted([r for r in pts if r['model'] == m], key=lambda r: r['act_ratio'])
+            line = [r for r in mp if r['mode'] != 'auto']  # fixed budgets (and base) as a curve
+            color = ax.plot([r['act_ratio'] for r in line], [100 * r['accuracy'] for r in line], 'o-', label=m)[0].get_color() if line else None
+            for r in mp:  # POLICY is one operating point: a star in the model's color
+                if r['mode'] == 'auto':
+                    ax.plot([r['act_ratio']], [100 * r['accuracy']], '*', ms=12, color=color,
+                            label=None if line else m)
+            for r in mp:
+                ax.annotate(MODE_LABELS.get(r['mode'], r['mode']) if r['mode'] != 'base' else 'base',
+                            (r['act_ratio'], 100 * r['accuracy']), fontsize=7, xytext=(3, 3), textcoords='offset points')
+        ax.set_title(b)
+        ax.set_xlabel('ActRatio (think tokens / base think tokens)')
+        ax.set_ylabel('accuracy %')
+        ax.grid(alpha=0.3)
+        if pts:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + '.tmp.png'
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return True
+
+
+# -----------------------------------------------------------------------------
+# the CLI: checkpoints x modes x benchmarks, resumable, sharded over ranks
+
+SAVED_KEYS = ['id', 'question', 'gold', 'difficulty', 'mode', 'sample_index', 'prompt', 'output', 'pred',
+              'correct', 'think_tokens', 'budget', 'finish_reason', 'n_tokens', 'tokens', 'latency_s']
+
+
+def bench_slug(name):
+    """A file-name-safe benchmark name ('data/gsm8k_test.jsonl' -> 'gsm8k_test')."""
+    base = os.path.splitext(os.path.basename(name.rstrip('/')))[0] if os.path.exists(name) else name
+    return re.sub(r'[^A-Za-z0-9_.-]+', '_', base).strip('_') or 'bench'
+
+
+def samples_path(out_dir, model_name, mode, bench):
+    mode = 'base' if canonical_mode(mode) == 'none' else canonical_mode(mode)
+    return os.path.join(out_dir, f'samples_{model_name}_{mode}_{bench_slug(bench)}.jsonl')
+
+
+def run_key(ckpt, bench, mode, items, settings):
+    """Hash of everything that decides a (model, mode, benchmark) file's content: reuse a
+    file only when it matches (a changed max_new_tokens or checkpoint recomputes)."""
+    ident = json.dumps([os.path.abspath(ckpt) if os.path.exists(ckpt) else ckpt, bench, canonical_mode(mode),
+                        [str(it['id']) for it in items], settings], sort_keys=True)
+    return hashlib.sha1(ident.encode()).hexdigest()[:16]
+
+
+def _to_saved(tok, row, key):
+    out = {k: row.get(k) for k in SAVED_KEYS if k in row}
+    out['prompt'] = tok.decode(row['prompt_ids'])
+    out['n_tokens'] = len(row['tokens'])
+    out['mode'] = 'base' if row['mode'] == 'none' else row['mode']
+    out['run_key'] = key
+    return out
+
+
+def load_complete(path, key, n_expected):
+    """The rows of a finished samples file for this run key, else None."""
+    if not os.path.exists(path):
+        return None
+    rows = read_jsonl(path)
+    if len(rows) != n_expected or any(r.get('run_key') != key for r in rows):
+        return None
+    return rows
+
+
+def evaluate_pair(model, tok, ckpt, model_name, mode, bench, items, rank, world, settings):
+    """Sample and grade one (model, mode, benchmark), resumable. Returns all rows on rank 0
+    (None on other ranks)."""
+    n = settings['n']
+    path = samples_path(out_dir, model_name, mode, bench)
+    key = run_key(ckpt, bench, mode, items, settings)
+    done = load_complete(path, key, len(items) * n)
+    if done is not None:
+        print0(f'[{bench}] {model_name} / {mode}: reusing {path}')
+        return done
+    os.makedirs(out_dir, exist_ok=True)
+    part = f'{path}.rank{rank}of{world}.partial'
+    prior = [r for r in read_jsonl_tolerant(part) if r.get('run_key') == key]
+    finished = {}
+    for r in prior:
+        finished.setdefault(str(r['id']), []).append(r)
+    finished = {k: v for k, v in finished.items() if len(v) == n}
+    if prior and len(prior) != sum(len(v) for v in finished.values()):  # drop a torn chunk, rewrite clean
+        write_jsonl(part, [r for v in finished.values() for r in v])
+    elif not prior and os.path.exists(part):
+        os.remove(part)
+    index = list(range(rank, len(items), world))  # this rank's strided shard
+    todo = [i for i in index if str(items[i]['id']) not in finished]
+    t0 = time.time()
+    for c in range(0, len(todo), chunk_items):
+        chunk = todo[c:c + chunk_items]
+        rows = sample_and_grade(model, tok, [items[i] for i in chunk], mode, n=n, temperature=temperature,
+                                top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens, seed=seed + chunk[0],
+                                batch_size=batch_size, system=system or None,
+                                **({'cuda_graph': True} if cuda_graph else {}))
+        with open(part, 'a') as f:  # one write per chunk: a kill loses at most this chunk
+            f.write(''.join(json.dumps(_to_saved(tok, r, key)) + '\n' for r in rows))
+            f.flush()
+        print0(f'[{bench}] {model_name} / {mode}: {min(c + chunk_items, len(todo))}/{len(todo)} questions '
+               f'(rank 0), {time.time() - t0:.1f}s')
+    barrier()
+    if not is_main():
+        barrier()
+        return None
+    merged = {}
+    for r_ in range(world):
+        p = f'{path}.rank{r_}of{world}.partial'
+        for r in read_jsonl_tolerant(p):
+            if r.get('run_key') == key:
+                merged.setdefault(str(r['id']), []).append(r)
+    rows = []
+    for it in items:
+        got = merged.get(str(it['id']), [])
+        if len(got) < n:
+            raise RuntimeError(f'{path}: question {it["id"]!r} has {len(got)} of {n} samples after merging')
+        rows += sorted(got, key=lambda r: r['sample_index'])[:n]
+    write_jsonl(path, rows)
+    for r_ in range(world):
+        p = f'{path}.rank{r_}of{world}.partial'
+        if os.path.exists(p):
+            os.remove(p)
+    barrier()
+    return rows
+
+
+def resolve_checkpoint(name, path):
+    """A checkpoint folder (config.json inside), or an out_dir holding ckpt/; else None."""
+    if os.path.isfile(os.path.join(path, 'config.json')):
+        return path
+    found = find_checkpoint(path)
+    if found:
+        return found
+    parent = os.path.dirname(path.rstrip('/'))
+    if os.path.basename(path.rstrip('/')) == 'ckpt' and parent:
+        return find_checkpoint(parent)  # killed between the renames: ckpt.old
+    if not os.path.exists(path) and not path.startswith(('.', '/')) and path.count('/') == 1:
+        return path  # a hub id ('Qwen/Qwen3-1.7B'), resolved by model.from_pretrained
+    return None
+
+
+def main():
+    import data
+    from model import Qwen3
+    rank, world, local_rank, dev = setup_dist(device)
+    torch_dtype = {'auto': torch.bfloat16 if dev.type == 'cuda' else torch.float32,
+                   'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
+    unknown = [m for m in model_modes if m not in models]
+    if unknown:
+        raise SystemExit(f'model_modes names {unknown} that are not in models {list(models)}')
+    settings = {'n': n_samples, 'temperature': temperature, 'top_p': top_p, 'top_k': top_k,
+                'max_new_tokens': max_new_tokens, 'seed': seed, 'system': system}
+    bench_items = {}
+    for b in benchmarks:
+        items = data.load_benchmark(b, split=split, data_dir=data_dir)
+        bench_items[b] = items[:max_items] if max_items > 0 else items
+        print0(f'benchmark {b}: {len(bench_items[b])} questions')
+    results = {}
+    for name, path in models.items():
+        modes = model_modes.get(name, ['base'])
+        for md in modes:
+            canonical_mode(md)  # a typo in a mode fails before any sampling
+        ckpt = resolve_checkpoint(name, path)
+        if ckpt is None:
+            if name in optional_models:
+                print0(f'model {name}: no checkpoint at {path}, skipped (optional_models)')
+                continue
+            raise SystemExit(f"model {name}: no checkpoint at {path} (expected an HF folder with config.json "
+                             f"or an out_dir with a complete ckpt/). Train it first, or list '{name}' in "
+                             f"optional_models to skip it.")
+        tok = data.load_tokenizer(tokenizer_path or ckpt)
+        model = Qwen3.from_pretrained(ckpt, dtype=torch_dtype, device=dev)
+        model.eval()
+        print0(f'model {name}: {ckpt} ({model.num_params() / 1e6:.2f}M params), modes {modes}')
+        for b, items in bench_items.items():
+            for md in modes:
+                rows = evaluate_pair(model, tok, ckpt, name, md, b, items, rank, world, settings)
+                if rows is not None:
+                    results[(b, name, md)] = rows
+        del model
+    if is_main():
+        summary = summarize(results, reference_model=reference_model)
+        atomic_write_json(os.path.join(out_dir, 'summary.json'), summary)
+        report = write_report(summary, os.path.join(out_dir, 'report.md'),
+                              plot_path=os.path.join(out_dir, 'accuracy_vs_ratio.png') if plot else None)
+        if report_path:
+            atomic_write_text(report_path, report.replace('](accuracy_vs_ratio.png)', f'](' + os.path.relpath(
+                os.path.join(out_dir, 'accuracy_vs_ratio.png'), os.path.dirname(os.path.abspath(report_path))) + ')'))
+        print0(report)
+    barrier()
+    cleanup_dist()
+
+
+if __name__ == '__main__':
+    exec(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configurator.py')).read())
+    main()
