@@ -1,0 +1,147 @@
+"""
+Benchmark (not a test): greedy decoding throughput of sampler.generate against
+transformers' Qwen3ForCausalLM.generate (same weights, same prompts) and against
+cache-free decoding (a full forward over the whole sequence for every new token),
+side by side in one process, with the ratios.
+
+    python bench_sampler.py                       # CPU: tiny config (4 layers, hidden 128), batch 1 and 32
+    python bench_sampler.py --threads=1           # pin torch to one thread (shared / oversubscribed machines)
+    python bench_sampler.py --device=cuda         # Qwen3-1.7B shape, random bf16 weights, CUDA graph decode
+
+tokens/s = generated tokens (batch * max_new_tokens; no stop tokens, so every row runs to
+the cap) / wall time of the whole call, prefill included; the best of --repeats calls after
+one warm-up, the three methods interleaved so that load changes hit them alike.
+On CUDA it also prints the batch-1 decode step time, (t(2N) - t(N)) / N tokens, against the
+time to read every weight once at the bandwidth of a measured device-to-device copy: the
+floor a memory-bound decode step cannot beat.
+"""
+import argparse
+import tempfile
+import time
+
+import torch
+
+from model import Qwen3, Qwen3Config
+from sampler import generate
+
+# -----------------------------------------------------------------------------
+# settings
+
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument('--device', default='cpu', help="'cpu' (tiny config) or 'cuda' (Qwen3-1.7B shape)")
+parser.add_argument('--batch_sizes', default='1,32', help='comma-separated batch sizes')
+parser.add_argument('--max_new_tokens', type=int, default=128, help='tokens generated per row')
+parser.add_argument('--prompt_len', type=int, default=32, help='tokens per prompt (all equal: no padding for HF)')
+parser.add_argument('--repeats', type=int, default=3, help='timed calls per method (best is kept)')
+parser.add_argument('--threads', type=int, default=0, help='torch.set_num_threads on CPU (0 = leave as is)')
+parser.add_argument('--skip_cache_free', action='store_true', help='skip the (slow) cache-free baseline')
+args = parser.parse_args()
+
+# tiny default of the brief (~1.3M params, vocab of the embedded tokenizer) and Qwen3-1.7B's shape
+TINY = dict(vocab_size=2048, hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=32, max_position_embeddings=4096)
+QWEN3_1P7B = dict(vocab_size=151936, hidden_size=2048, intermediate_size=6144, num_hidden_layers=28,
+                  num_attention_heads=16, num_key_value_heads=8, head_dim=128, max_position_embeddings=40960)
+
+# -----------------------------------------------------------------------------
+# helpers
+
+
+def sync():
+    if args.device == 'cuda':
+        torch.cuda.synchronize()
+
+
+def timed(fn):
+    sync()
+    t0 = time.perf_counter()
+    out = fn()
+    sync()
+    return time.perf_counter() - t0, out
+
+
+@torch.inference_mode()
+def cache_free_greedy(model, ids, max_new_tokens):
+    """The no-cache baseline: every step re-runs the model over prompt + everything so far."""
+    for _ in range(max_new_tokens):
+        ids = torch.cat([ids, model(ids)[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return ids
+
+
+def memory_bandwidth_bytes_per_s():
+    x = torch.empty(2**28, dtype=torch.float32, device='cuda')  # 1 GiB
+    y = torch.empty_like(x)
+    y.copy_(x)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(10):
+        y.copy_(x)
+    torch.cuda.synchronize()
+    return 2 * x.numel() * 4 * 10 / (time.perf_counter() - t0)  # each copy reads and writes 1 GiB
+
+
+# -----------------------------------------------------------------------------
+# main
+
+if args.threads > 0:
+    torch.set_num_threads(args.threads)
+cuda = args.device == 'cuda'
+dtype = torch.bfloat16 if cuda else torch.float32
+shape = QWEN3_1P7B if cuda else TINY
+cfg = Qwen3Config(**shape, initializer_range=0.5 if not cuda else 0.02, torch_dtype=str(dtype).replace('torch.', ''),
+                  bos_token_id=None, eos_token_id=None, pad_token_id=0)
+ours = Qwen3(cfg).init_weights(0).to(device=args.device, dtype=dtype).eval()
+print(f'device {args.device}, {torch.get_num_threads()} threads, model {ours.num_params() / 1e6:.2f}M params, '
+      f'{dtype}, prompt {args.prompt_len}, {args.max_new_tokens} new tokens')
+
+import transformers  # noqa: E402  (imported late: only the benchmark needs it)
+
+with tempfile.TemporaryDirectory() as tmp:
+    ours.save_pretrained(tmp)
+    hf = transformers.Qwen3ForCausalLM.from_pretrained(tmp, dtype=dtype).to(args.device).eval()
+
+gen = torch.Generator().manual_seed(0)
+N = args.max_new_tokens
+rows = []
+for B in [int(b) for b in args.batch_sizes.split(',')]:
+    prompts = torch.randint(0, cfg.vocab_size, (B, args.prompt_len), generator=gen)
+    ids = prompts.to(args.device)
+    methods = {
+        'ours': lambda: generate(ours, prompts.tolist(), max_new_tokens=N, temperature=0, cuda_graph=cuda),
+        'transformers': lambda: hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=N,
+                                            min_new_tokens=N, do_sample=False, pad_token_id=0),
+    }
+    if not args.skip_cache_free:
+        methods['cache-free'] = lambda: cache_free_greedy(ours, ids, N)
+    best, outs = {}, {}
+    for name, fn in methods.items():  # warm-up
+        with torch.inference_mode():
+            outs[name] = fn()
+    for _ in range(args.repeats):
+        for name, fn in methods.items():
+            with torch.inference_mode():
+                dt, _ = timed(fn)
+            best[name] = min(best.get(name, float('inf')), dt)
+    ours_tokens = torch.tensor([r['tokens'] for r in outs['ours']])
+    agree = (ours_tokens == outs['transformers'][:, args.prompt_len:].cpu()).float().mean().item()
+    tps = {name: B * N / t for name, t in best.items()}
+    line = f'batch {B:3d}: ' + ', '.join(f'{name} {v:,.0f} tok/s' for name, v in tps.items())
+    line += f' | ours/transformers {tps["ours"] / tps["transformers"]:.2f}x'
+    if 'cache-free' in tps:
+        line += f', ours/cache-free {tps["ours"] / tps["cache-free"]:.2f}x'
+    line += f' | greedy tokens equal to transformers: {100 * agree:.1f}%'
+    print(line)
+
+if cuda:
+    # batch-1 decode step time against the weight-read floor
+    bw = memory_bandwidth_bytes_per_s()
+    weight_bytes = sum(p.numel() * p.element_size() for p in ours.parameters())
+    prompt = [torch.randint(0, cfg.vocab_size, (args.prompt_len,), generator=gen).tolist()]
+    step_times = []
+    for _ in range(args.repeats):
+        t1, _ = timed(lambda: generate(ours, prompt, max_new_tokens=N, temperature=0, cuda_graph=True))
+        t2, _ = timed(lambda: generate(ours, prompt, max_new_tokens=2 * N, temperature=0, cuda_graph=True))
+        step_times.append((t2 - t1) / N)
+    step = min(step_times)
+    print(f'batch-1 decode step {step * 1e3:.2f} ms; weights {weight_bytes / 2**30:.2f} GiB at measured '
+          f'{bw / 1e9:.0f} GB/s -> read floor {weight_bytes / bw * 1e3:.2f} ms ({weight_bytes / bw / step:.0%} of it)')

@@ -1,0 +1,356 @@
+"""
+Batched KV-cache sampler: the one place where every stage turns a model into text
+(evaluation, the compressor's source CoTs, teacher budgets, CHRPO rollouts).
+
+    from sampler import generate
+    results = generate(model, [[1, 2, 3], [4, 5]], n=4, max_new_tokens=256,
+                       temperature=0.7, top_p=0.9, stop_token_ids=(im_end_id,), seed=0)
+    # results[i] = {'prompt_index', 'tokens', 'logprobs', 'finish_reason'}, one per
+    # (prompt, sample), in prompt order: prompt 0's n samples, then prompt 1's, ...
+
+How it works (one batch of rows = (prompt, sample) pairs, at most `batch_size` of them):
+1. Prefill. The distinct prompts of the batch are right-padded into one [P, L] forward
+   with input_pos = 0 that writes their keys/values into a preallocated cache. Each
+   prompt's next-token logits are read at its last real token (index len - 1). Padding
+   junk lands in slots >= len, which a query at position p < slot never sees and which
+   decoding overwrites before they become visible (model.py's cache contract).
+2. Fan out. Each prompt's cache rows are copied n times (the prefill runs once per prompt,
+   not once per sample) and each sample draws its own first token from the prefill
+   logits, so the n samples diverge from the first token on.
+3. Decode, one token per step for all live rows at once. A row is done at its first stop
+   token (kept in the output, finish 'stop') or after max_new_tokens ('length').
+   CPU / eager path: finished rows are dropped from the live tensors and caches once they
+   are COMPACT_FRACTION of the batch, so they stop costing work; each step attends only
+   over the cache slots in use so far. CUDA static path (cuda_graph=True): shapes never
+   change, the decode step is captured once as a CUDA graph and replayed; finished rows
+   stay in the batch, masked (their input frozen, their outputs ignored).
+
+Sampling, per row, from the logits x of the step:
+    temperature == 0:  token = argmax x,  logprob = log_softmax(x)[token]   (greedy)
+    otherwise:         z = x / T, top-k then top-p filtering (removed entries -> -inf),
+                       token ~ softmax(z),  logprob = log_softmax(z)[token]
+The log-prob is the one of the distribution actually sampled from: the behaviour
+log-prob the RL loss needs. The draw uses the exponential race (Gumbel-max):
+    token = argmax_i (z_i - log E_i),  E_i ~ Exp(1) i.i.d.
+which picks i with probability softmax(z)_i and costs one fill of random numbers per step,
+all from one torch.Generator: same seed (and same arguments) -> same outputs.
+
+The CUDA path (bf16 model, static shapes, CUDA graph, optional torch.compile) is written
+for GPU runs and has NOT been run yet: no GPU was available when it was written.
+
+Run the tests with `python -m pytest tests/test_sampler.py` and the speed comparison
+against transformers with `python bench_sampler.py`.
+"""
+import math
+
+import torch
+
+# -----------------------------------------------------------------------------
+# constants
+
+COMPACT_FRACTION = 0.25  # eager path: drop finished rows once they are >= this share of the live batch
+GRAPH_SYNC_EVERY = 16  # CUDA static path: look at the device's "all done?" flag every this many steps
+MIN_EXP = 1e-30  # floor for the Exp(1) draws of the race, so log E is finite (E = 0 has prob ~0)
+
+# -----------------------------------------------------------------------------
+# logits -> tokens
+
+
+def filter_logits(logits, top_k=0, top_p=1.0):
+    """Top-k then top-p (nucleus) filtering of logits [..., V]: removed entries become -inf.
+    top_k: keep the k largest (ties at the k-th value are all kept); 0 = off.
+    top_p: keep the smallest prefix of the sorted distribution (renormalized after top-k)
+    whose mass reaches top_p, i.e. drop token j when the mass strictly before it (sorted
+    descending) is already >= top_p; the most likely token is always kept. 1.0 = off."""
+    if top_k < 0:
+        raise ValueError(f'top_k must be >= 0 (0 = off), got {top_k}')
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f'top_p must be in (0, 1], got {top_p}')
+    V = logits.shape[-1]
+    if 0 < top_k < V:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float('-inf'))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = torch.softmax(sorted_logits.float(), dim=-1)
+        mass_before = torch.cumsum(probs, dim=-1) - probs  # exclusive cumulative sum
+        drop_sorted = mass_before >= top_p
+        drop_sorted[..., 0] = False
+        drop = torch.zeros_like(drop_sorted).scatter_(-1, order, drop_sorted)  # back to vocab order
+        logits = logits.masked_fill(drop, float('-inf'))
+    return logits
+
+
+def sample_from_logits(logits, temperature=1.0, top_p=1.0, top_k=0, generator=None):
+    """logits [B, V] -> (tokens [B] long, logprobs [B] float32), see the module docstring.
+    Greedy at temperature 0 (log-prob under the raw logits)."""
+    if temperature < 0:
+        raise ValueError(f'temperature must be >= 0 (0 = greedy), got {temperature}')
+    x = logits.float()
+    if temperature == 0:
+        tokens = x.argmax(dim=-1)
+    else:
+        if temperature != 1.0:
+            x = x / temperature
+        x = filter_logits(x, top_k, top_p)
+        # exponential race: argmax_i z_i - log E_i with E_i ~ Exp(1) draws i w.p. softmax(z)_i
+        race = torch.empty_like(x).exponential_(generator=generator).clamp_(min=MIN_EXP).log_()
+        tokens = torch.sub(x, race, out=race).argmax(dim=-1)
+    # logprob = z[token] - logsumexp(z), without materializing the whole log-softmax
+    logprobs = x.gather(-1, tokens[:, None]).squeeze(-1) - torch.logsumexp(x, dim=-1)
+    return tokens, logprobs
+
+
+# -----------------------------------------------------------------------------
+# helpers
+
+
+def _check_args(model, prompts, n, max_new_tokens, temperature, top_p, top_k, stop_token_ids):
+    V = model.config.vocab_size
+    if not isinstance(prompts, (list, tuple)) or len(prompts) == 0:
+        raise ValueError('prompts must be a non-empty list of token-id lists')
+    for i, p in enumerate(prompts):
+        if len(p) == 0:
+            raise ValueError(f'prompts[{i}] is empty: every prompt needs at least one token')
+        lo, hi = min(p), max(p)
+        if lo < 0 or hi >= V:
+            raise ValueError(f'prompts[{i}] has token id {lo if lo < 0 else hi} outside the vocabulary [0, {V})')
+    if n < 1:
+        raise ValueError(f'n (samples per prompt) must be >= 1, got {n}')
+    if max_new_tokens < 0:
+        raise ValueError(f'max_new_tokens must be >= 0, got {max_new_tokens}')
+    if temperature < 0:
+        raise ValueError(f'temperature must be >= 0 (0 = greedy), got {temperature}')
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f'top_p must be in (0, 1], got {top_p}')
+    if top_k < 0:
+        raise ValueError(f'top_k must be >= 0 (0 = off), got {top_k}')
+    for s in stop_token_ids:
+        if not 0 <= s < V:
+            raise ValueError(f'stop token id {s} is outside the vocabulary [0, {V})')
+    longest = max(len(p) for p in prompts) + max_new_tokens - 1
+    if longest >= model.config.max_position_embeddings:
+        raise ValueError(f'longest prompt + max_new_tokens reaches position {longest} >= '
+                         f'max_position_embeddings {model.config.max_position_embeddings}')
+
+
+def _finish(tokens, logprobs, stop_at, row_ids, n, max_new_tokens):
+    """(row id, result dict) per row from its (CPU) output buffers; stop_at = step of its first
+    stop token, or max_new_tokens when it never stopped. Row id = prompt_index * n + sample."""
+    out = []
+    for b in range(tokens.shape[0]):
+        s = int(stop_at[b])
+        stopped = s < max_new_tokens
+        length = s + 1 if stopped else max_new_tokens
+        out.append((int(row_ids[b]), {'prompt_index': int(row_ids[b]) // n, 'tokens': tokens[b, :length].tolist(),
+                    'logprobs': logprobs[b, :length].tolist(),
+                    'finish_reason': 'stop' if stopped else 'length'}))
+    return out
+
+
+def _prefill(model, prompts, max_len):
+    """One right-padded forward over distinct prompts -> (cache of P rows and max_len slots,
+    next-token logits [P, V] at each prompt's last real token)."""
+    device = model.model.embed_tokens.weight.device
+    P, L = len(prompts), max(len(p) for p in prompts)
+    ids = torch.zeros(P, L, dtype=torch.long)  # pad id 0: any valid id, never seen by real queries
+    for i, p in enumerate(prompts):
+        ids[i, :len(p)] = torch.as_tensor(p, dtype=torch.long)
+    lens = torch.tensor([len(p) for p in prompts], device=device)
+    cache = model.make_kv_cache(P, max_len)
+    h = model.hidden(ids.to(device), kv_cache=[(k[:, :, :L], v[:, :, :L]) for k, v in cache],
+                     input_pos=torch.zeros(P, dtype=torch.long, device=device))
+    last = h[torch.arange(P, device=device), lens - 1]  # [P, H]: only these rows go through the head
+    return cache, model.lm_head(last), lens
+
+
+# -----------------------------------------------------------------------------
+# decoding a batch of rows
+
+
+def _decode_eager(model, cache, first_tokens, first_logprobs, pos, row_ids, n, max_new_tokens,
+                  sample, stop_ids, progress):
+    """Dynamic-shape decoding (CPU, or CUDA without graphs). Live tensors hold only unfinished
+    rows (plus finished ones not yet compacted away). Returns the list of result dicts."""
+    R = first_tokens.shape[0]
+    out_tokens = torch.empty(R, max_new_tokens, dtype=torch.long, device=first_tokens.device)
+    out_logprobs = torch.empty(R, max_new_tokens, dtype=torch.float32, device=first_tokens.device)
+    out_tokens[:, 0], out_logprobs[:, 0] = first_tokens, first_logprobs
+    stop_at = torch.full((R,), max_new_tokens, dtype=torch.long, device=first_tokens.device)
+    done = torch.zeros(R, dtype=torch.bool, device=first_tokens.device)
+    if stop_ids is not None:
+        done = torch.isin(first_tokens, stop_ids)
+        stop_at.masked_fill_(done, 0)
+    n_done = int(done.sum())
+    results = []
+    tokens, used = first_tokens, int(pos.max()) + 1  # used = cache slots any live row needs this step
+    steps = range(1, max_new_tokens)
+    if progress:
+        from tqdm import tqdm
+        steps = tqdm(steps, desc='decode', leave=False)
+    for t in steps:
+        n_live = tokens.shape[0]
+        if n_done and n_done >= COMPACT_FRACTION * n_live:
+            # drop finished rows: hand them back, keep the rest at the front of the buffers
+            fin = done.nonzero().squeeze(1).cpu()
+            results += _finish(out_tokens[fin, :t].cpu(), out_logprobs[fin, :t].cpu(), stop_at[fin].cpu(),
+                               row_ids[fin], n, max_new_tokens)
+            keep = (~done).nonzero().squeeze(1)
+            n_keep = keep.shape[0]
+            if n_keep == 0:
+                return results
+            keep_cpu = keep.cpu()
+            row_ids = row_ids[keep_cpu]
+            tokens, pos = tokens[keep], pos[keep]
+            out_tokens, out_logprobs, stop_at = out_tokens[keep], out_logprobs[keep], stop_at[keep]
+            done = done[keep]
+            # in place, only the slots written so far: rows keep[i] -> i (the gather copies first)
+            for k, v in cache:
+                k[:n_keep, :, :used] = k[keep, :, :used]
+                v[:n_keep, :, :used] = v[keep, :, :used]
+            cache = [(k[:n_keep], v[:n_keep]) for k, v in cache]
+            n_done, n_live = 0, n_keep
+            used = int(pos.max()) + 1
+        view = [(k[:, :, :used], v[:, :, :used]) for k, v in cache]  # attend over used slots only
+        logits = model(tokens[:, None], kv_cache=view, input_pos=pos)[:, -1]
+        tokens, logprobs = sample(logits)
+        out_tokens[:, t], out_logprobs[:, t] = tokens, logprobs
+        if stop_ids is not None:
+            hit = torch.isin(tokens, stop_ids) & ~done
+            stop_at.masked_fill_(hit, t)
+            done |= hit
+            n_done = int(done.sum())
+        pos += 1
+        used += 1
+    return results + _finish(out_tokens.cpu(), out_logprobs.cpu(), stop_at.cpu(), row_ids, n, max_new_tokens)
+
+
+def _decode_static_cuda(model, cache, first_tokens, first_logprobs, pos, row_ids, n, max_new_tokens,
+                        sample, stop_ids, use_graph, use_compile, progress):
+    """Static-shape decoding on CUDA (UNTESTED: written without a GPU). The batch never
+    shrinks: finished rows keep their last token and position (they rewrite one slot of their
+    own row, which nobody reads) and their outputs are ignored. The step
+    logits = model(tok, cache, pos) reads/writes only the static tensors, so it can be
+    captured once as a CUDA graph and replayed; sampling runs outside the graph."""
+    R, device = first_tokens.shape[0], first_tokens.device
+    static_tokens = first_tokens.clone()
+    static_pos = pos.clone()
+
+    def step():
+        return model(static_tokens[:, None], kv_cache=cache, input_pos=static_pos)[:, -1]
+
+    if use_compile:
+        step = torch.compile(step, dynamic=False)
+    run = step
+    if use_graph and max_new_tokens > 1:
+        # warm up on a side stream (allocator, compile, cuBLAS handles), then capture. The warm-up
+        # writes the first step's k/v into the slots the first replay rewrites with the same values.
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                step()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_logits = step()
+
+        def run():
+            graph.replay()
+            return static_logits
+
+    out_tokens = torch.empty(R, max_new_tokens, dtype=torch.long, device=device)
+    out_logprobs = torch.empty(R, max_new_tokens, dtype=torch.float32, device=device)
+    out_tokens[:, 0], out_logprobs[:, 0] = first_tokens, first_logprobs
+    stop_at = torch.full((R,), max_new_tokens, dtype=torch.long, device=device)
+    done = torch.zeros(R, dtype=torch.bool, device=device)
+    if stop_ids is not None:
+        hit = torch.isin(first_tokens, stop_ids)
+        stop_at.masked_fill_(hit, 0)
+        done |= hit
+    steps = range(1, max_new_tokens)
+    if progress:
+        from tqdm import tqdm
+        steps = tqdm(steps, desc='decode', leave=False)
+    for t in steps:
+        if stop_ids is not None and t % GRAPH_SYNC_EVERY == 0 and bool(done.all()):
+            break
+        logits = run()
+        tokens, logprobs = sample(logits)
+        out_tokens[:, t], out_logprobs[:, t] = tokens, logprobs
+        live = ~done
+        if stop_ids is not None:
+            hit = torch.isin(tokens, stop_ids) & live
+            stop_at.masked_fill_(hit, t)
+            done |= hit
+        # next input: live rows feed their new token one slot further; finished rows stay put
+        static_tokens.copy_(torch.where(live, tokens, static_tokens))
+        static_pos.add_(live.long())
+    return _finish(out_tokens.cpu(), out_logprobs.cpu(), stop_at.cpu(), row_ids, n, max_new_tokens)
+
+
+# -----------------------------------------------------------------------------
+# the entry point
+
+
+@torch.inference_mode()
+def generate(model, prompts, n=1, max_new_tokens=256, temperature=1.0, top_p=1.0, top_k=0,
+             stop_token_ids=(), seed=None, batch_size=None, cuda_graph=False, compile=False, progress=False):
+    """Sample n continuations of every prompt (a list of token-id lists). Returns a list of
+    len(prompts) * n dicts in prompt order (prompt 0's n samples first), each with
+    prompt_index, tokens (generated ids, the stop token included when hit), logprobs (float
+    per token, under the distribution sampled from), finish_reason ('stop' | 'length').
+    batch_size caps the rows decoded at once (rows are grouped by prompt length to cut
+    padding); cuda_graph / compile only act on CUDA (static-shape decode, see the docstring).
+    seed: same seed and arguments -> same outputs; None draws a fresh seed."""
+    stop_token_ids = [int(s) for s in stop_token_ids]
+    if isinstance(prompts, (list, tuple)):
+        prompts = [p.tolist() if torch.is_tensor(p) else list(p) for p in prompts]
+    _check_args(model, prompts, n, max_new_tokens, temperature, top_p, top_k, stop_token_ids)
+    device = model.model.embed_tokens.weight.device
+    generator = torch.Generator(device=device)
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    stop_ids = torch.tensor(stop_token_ids, dtype=torch.long, device=device) if stop_token_ids else None
+
+    def sample(logits):
+        return sample_from_logits(logits, temperature, top_p, top_k, generator)
+
+    n_rows = len(prompts) * n
+    results = [None] * n_rows
+    if max_new_tokens == 0:
+        return [{'prompt_index': r // n, 'tokens': [], 'logprobs': [], 'finish_reason': 'length'}
+                for r in range(n_rows)]
+    batch_size = n_rows if batch_size is None else batch_size
+    if batch_size < 1:
+        raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+    # rows (prompt p, sample s) -> row id p * n + s; batches of similar prompt lengths (stable sort)
+    order = sorted(range(n_rows), key=lambda r: len(prompts[r // n]))
+    static = device.type == 'cuda' and (cuda_graph or compile)  # compile wants static shapes too
+    for start in range(0, n_rows, batch_size):
+        rows = order[start:start + batch_size]
+        distinct = sorted(set(r // n for r in rows))
+        slot_of = {p: i for i, p in enumerate(distinct)}
+        batch_prompts = [prompts[p] for p in distinct]
+        max_len = max(len(p) for p in batch_prompts) + max_new_tokens  # cache slots per row
+        cache, logits, lens = _prefill(model, batch_prompts, max_len)
+        # fan out: row i of the decode batch copies its prompt's prefilled cache row
+        src = torch.tensor([slot_of[r // n] for r in rows], device=device)
+        if len(rows) != len(distinct) or not torch.equal(src.cpu(), torch.arange(len(rows))):
+            cache = [(k.index_select(0, src), v.index_select(0, src)) for k, v in cache]
+            logits, lens = logits.index_select(0, src), lens.index_select(0, src)
+        first_tokens, first_logprobs = sample(logits)  # one independent draw per row
+        row_ids = torch.tensor(rows)
+        pos = lens.clone()  # the first generated token is written at slot len
+        if static:
+            batch_results = _decode_static_cuda(model, cache, first_tokens, first_logprobs, pos, row_ids, n,
+                                                max_new_tokens, sample, stop_ids, cuda_graph, compile, progress)
+        else:
+            batch_results = _decode_eager(model, cache, first_tokens, first_logprobs, pos, row_ids, n,
+                                          max_new_tokens, sample, stop_ids, progress)
+        for row, res in batch_results:
+            results[row] = res
+    return results
+
