@@ -1,0 +1,219 @@
+"""Tests for train_compressor.py (CPU, small): labelling, the planted-rule learning check,
+compress() ratio and formula atomicity, re-bucketing, the SFT build, malformed data.
+    python -m pytest tests/test_compressor.py -q
+"""
+import json
+import random
+
+import pytest
+import torch
+
+import train_compressor as tc
+from data import answer_text, render_completion, train_tokenizer
+
+
+WORDS = ['so', 'then', 'we', 'have', 'the', 'total', 'hmm', 'wait', 'check', 'apples', 'now', 'is']
+
+
+def planted_record(rng, i):
+    """A CoT of filler words, numbers and '=': keep spans = the digit runs and '=' signs."""
+    parts = []
+    for _ in range(rng.randint(8, 16)):
+        r = rng.random()
+        parts.append(str(rng.randint(1, 99)) if r < 0.3 else '=' if r < 0.4 else rng.choice(WORDS))
+    cot = ' '.join(parts)
+    spans, pos = [], 0
+    for p in parts:
+        if p[0].isdigit() or p == '=':
+            spans.append([pos, pos + len(p)])
+        pos += len(p) + 1
+    return {'id': f'p{i}', 'question': f'What is {rng.randint(1, 9)} plus {rng.randint(1, 9)}?', 'cot': cot,
+            'answer': '1', 'keep_spans': spans}
+
+
+@pytest.fixture(scope='module')
+def tok_dir(tmp_path_factory):
+    rng = random.Random(0)
+    texts = [planted_record(rng, i)['cot'] for i in range(300)] + ['Mia has 12 apples. 12 + 7 = 19, so 19 - 4 = 15.'] * 5
+    tok = train_tokenizer(texts, vocab_size=400)
+    d = tmp_path_factory.mktemp('tok')
+    tok.save(str(d))
+    return str(d)
+
+
+@pytest.fixture(scope='module')
+def tok(tok_dir):
+    from data import load_tokenizer
+    return load_tokenizer(tok_dir)
+
+
+def write_jsonl(path, rows):
+    path.write_text(''.join(json.dumps(r) + '\n' for r in rows))
+    return str(path)
+
+
+def tiny_cfg(tmp_path, tok_dir, **kw):
+    cfg = tc.config_from_globals()
+    cfg.update(out_dir=str(tmp_path / 'comp'), tokenizer_path=tok_dir, n_layer=1, n_embd=64, n_head=2, n_kv_head=1,
+               intermediate_size=128, max_len=96, batch_size=16, max_iters=40, learning_rate=3e-3,
+               eval_interval=20, patience=5, device_type='cpu', max_train_records=0, max_val_records=0)
+    cfg.update(kw)
+    return cfg
+
+
+def random_model(tok, seed=0):
+    cfg = tc.config_from_globals()
+    cfg.update(n_layer=1, n_embd=32, n_head=2, n_kv_head=1, intermediate_size=64, max_len=256, seed=seed)
+    return tc.build_model(cfg, tok).eval()
+
+
+# -----------------------------------------------------------------------------
+
+def test_labels_keep_exactly_tokens_overlapping_keep_spans(tok):
+    rng = random.Random(1)
+    for i in range(20):
+        rec = planted_record(rng, i)
+        ids, start, spans, labels = tc.encode_pair(tok, rec['question'], rec['cot'], 512, 64, rec['keep_spans'])
+        assert labels[:start] == [-100] * start  # question + separator: context only
+        assert ids[start - 1] == tok.think_start_id
+        keep_chars = set(c for a, b in rec['keep_spans'] for c in range(a, b))  # independent char-level reference
+        for (s, e), lab in zip(spans, labels[start:]):
+            if s == e:
+                assert lab == -100
+            else:
+                assert lab == int(any(c in keep_chars for c in range(s, e)))
+        assert sum(l == 1 for l in labels) >= len(rec['keep_spans'])
+
+
+def test_focal_loss_is_ce_at_gamma_zero_and_downweights_easy_tokens():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 2)
+    labels = torch.tensor([[0, 1, -100, 1, 0], [1, 1, 0, -100, -100]])
+    ce = tc.token_loss(logits, labels, 'ce')
+    assert torch.allclose(tc.token_loss(logits, labels, 'focal', gamma=0.0), ce, atol=1e-6)
+    keep = labels != -100
+    p = torch.softmax(logits[keep], -1).gather(1, labels[keep][:, None]).squeeze(1)
+    ref = (-(1 - p) ** 2 * p.log()).mean()
+    assert torch.allclose(tc.token_loss(logits, labels, 'focal', gamma=2.0), ref, atol=1e-6)
+    with pytest.raises(ValueError, match='focal'):
+        tc.token_loss(logits, labels, 'mse')
+
+
+def test_classifier_learns_planted_digit_and_equals_rule(tmp_path, tok_dir):
+    rng = random.Random(2)
+    train = write_jsonl(tmp_path / 'train.jsonl', [planted_record(rng, i) for i in range(400)])
+    val = write_jsonl(tmp_path / 'val.jsonl', [planted_record(rng, 1000 + i) for i in range(60)])
+    m = tc.train(tiny_cfg(tmp_path, tok_dir, train_path=train, val_path=val))
+    assert m['macro_f1'] > 0.95  # chance (all-drop or coin flip) is at most ~0.5
+    for g in (0.2, 0.4):  # a perfect ranking keeps min(1, g / keep share) of the keep tokens
+        assert m[f'survival@{g}'] > 0.95 * min(1.0, g / m['keep_share'])
+    assert tc.find_checkpoint(str(tmp_path / 'comp')) is not None
+    # resuming a finished run does not train again and returns the same best metrics
+    again = tc.train(tiny_cfg(tmp_path, tok_dir, train_path=train, val_path=val, resume=True))
+    assert again['macro_f1'] == m['macro_f1']
+
+
+COT = ('Okay, let me think. Mia has 12 apples at the start. Then she buys 7 more, so 12 + 7 = 19. '
+       'Hmm, wait, 12 plus 7 is 19, yes.\nThen she gives 4 away: 19 - 4 = 15. Also $x + 1 = 2$ holds. '
+       'Let me check again. So the answer is 15.')
+
+
+@pytest.mark.parametrize('seed', [0, 1, 2])
+def test_compress_hits_ratio_and_keeps_formulas_whole(tok, seed):
+    model = random_model(tok, seed)
+    ratios = [0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0]
+    rows = tc.compress_batch(model, tok, [('How many apples?', COT)], ratios)[0]
+    _, spans = tc.token_spans(tok, COT)
+    units = tc.cot_units(COT, spans)
+    biggest = max(len(u[2]) for u in units)
+    orig_formulas = {COT[a:b] for a, b in tc.formula_spans(COT)}
+    assert {'12 + 7 = 19', '19 - 4 = 15', '$x + 1 = 2$'} <= orig_formulas
+    for g, r in zip(ratios, rows):
+        target = int(r['total_tokens'] * g + 0.5)
+        assert abs(r['kept_tokens'] - target) <= biggest / 2
+        assert abs(r['realized_ratio'] - r['kept_tokens'] / r['total_tokens']) < 0.08
+        text = r['text']
+        # never a partial equation: every '=' in the output sits in a whole original formula
+        out_formulas = [text[a:b] for a, b in tc.formula_spans(text)]
+        assert all(f in orig_formulas for f in out_formulas), (text, out_formulas)
+        assert text.count('=') == sum(f.count('=') for f in out_formulas)
+        assert '  ' not in text and text == text.strip()
+    assert rows[-1]['text'] == ' '.join(COT.split(' ')).replace(' \n', '\n')  # ratio 1.0 keeps everything
+    single = tc.compress(model, tok, 'How many apples?', COT, 0.5)
+    assert single['text'] == rows[3]['text']
+
+
+def test_compress_keeps_highest_scoring_units_in_original_order(tok):
+    cot = 'alpha beta 3 gamma 9 delta'
+    _, spans = tc.token_spans(tok, cot)
+    units = tc.cot_units(cot, spans)
+    words = [cot[u[0]:u[1]] for u in units]
+    scores = [0.0] * len(spans)
+    for u in units:  # score the numbers high
+        for i in u[2]:
+            scores[i] = 5.0 if cot[u[0]].isdigit() else -1.0
+    n = sum(len(u[2]) for u in units)
+    kept, total, _ = tc.select_units(units, scores, 2 / n)
+    assert [words[j] for j in kept] == ['3', '9'] and total == 2
+    assert tc.render_units(cot, units, kept) == '3 9'
+
+
+def test_rebucket_takes_nearest_compression_within_tolerance():
+    rows = [{'realized_ratio': r} for r in (0.13, 0.23, 0.19, 0.36, 0.5, 0.63, 0.86)]
+    b = tc.rebucket(rows, 0.05)
+    assert b[0.2]['realized_ratio'] == 0.19 and b[0.4]['realized_ratio'] == 0.36
+    assert b[0.6]['realized_ratio'] == 0.63 and 0.8 not in b  # 0.86 is outside +-0.05
+
+
+def test_malformed_corpus_gives_errors_naming_file_line_and_key(tmp_path):
+    good = {'id': 'a', 'question': 'q', 'cot': 'so 1 + 1 = 2', 'answer': '2', 'keep_spans': [[3, 12]]}
+    p = tmp_path / 'bad.jsonl'
+    p.write_text(json.dumps(good) + '\n{not json\n')
+    with pytest.raises(ValueError, match=r'bad\.jsonl:2: not valid JSON'):
+        tc.load_annotated(str(p))
+    p.write_text(json.dumps(good) + '\n\n' + json.dumps({k: v for k, v in good.items() if k != 'cot'}) + '\n')
+    with pytest.raises(ValueError, match=r"bad\.jsonl:3: missing key 'cot'"):
+        tc.load_annotated(str(p))
+    p.write_text(json.dumps(dict(good, keep_spans=[[3, 99]])) + '\n')
+    with pytest.raises(ValueError, match=r'bad\.jsonl:1: bad keep_spans entry \[3, 99\]'):
+        tc.load_annotated(str(p))
+    p.write_text(json.dumps(dict(good, keep_spans='3-12')) + '\n')
+    with pytest.raises(ValueError, match=r"bad\.jsonl:1: key 'keep_spans' must be list"):
+        tc.load_annotated(str(p))
+    with pytest.raises(FileNotFoundError, match='missing.jsonl'):
+        tc.load_annotated(str(tmp_path / 'missing.jsonl'))
+
+
+def test_build_records_fill_every_bucket_and_split_full_ratio(tok):
+    model = random_model(tok, 3)
+    cfg = tc.config_from_globals()
+    rng = random.Random(5)
+    samples = []
+    for i in range(8):
+        a, b = rng.randint(10, 50), rng.randint(1, 9)
+        cot = (f'Okay, so I start with {a} apples. Hmm, let me think about it. Then I add {b}, so {a} + {b} = {a + b}. '
+               f'Wait, let me check: {a} plus {b} is {a + b}, yes. Now I think that is it, the total is {a + b}. '
+               f'So the answer is {a + b}.')
+        tokens = tok.encode(render_completion(cot, answer_text(a + b), 'none'))
+        samples.append({'id': f'q{i}', 'question': f'{a} plus {b}?', 'gold': str(a + b), 'tokens': tokens,
+                        'correct': True, 'difficulty': 1})
+    samples.append(dict(samples[0], id='wrong', correct=False))
+    samples.append(dict(samples[1], id='loop', tokens=tok.encode(render_completion('so so so so ' * 10, 'x', 'none'))))
+    teacher = [{'id': 'q0', 'g_star': 0.4}, {'id': 'q1', 'g_star': None}, {'id': 'q2', 'g_star': 0.2}]
+    records, stats = tc.build_sft_records(model, tok, samples, tok, dict(cfg, warmup_fraction=1.0), teacher)
+    assert stats['degenerate'] >= 1  # the repetition loop
+    fixed = [r for r in records if r['mode'] != 'auto']
+    by_q = {}
+    for r in fixed:
+        by_q.setdefault(r['id'], set()).add(r['mode'])
+    assert 'wrong' not in by_q and 'loop' not in by_q and stats['questions'] == len(by_q) > 0
+    for modes in by_q.values():  # every question in every bucket, 1.0 as either '1.0' or 'none'
+        assert modes - {'1.0', 'none'} == {'0.2', '0.4', '0.6', '0.8'} and len(modes & {'1.0', 'none'}) == 1
+    full = [r['mode'] for r in fixed if r['mode'] in ('1.0', 'none')]
+    assert abs(full.count('1.0') - full.count('none')) <= 1
+    for r in fixed:
+        target = 1.0 if r['mode'] in ('1.0', 'none') else float(r['mode'])
+        assert abs(r['realized_ratio'] - target) <= 0.05 + 1e-9
+    warm = [r for r in records if r['mode'] == 'auto']
+    assert all(r['chosen'] in tc.POLICY_MIX for r in warm)
+    assert any(r['chosen'] == '1.0' for r in warm if r['id'] == 'q1')  # all-fail -> 1.0
