@@ -15,7 +15,8 @@ Two phases:
    correct. g* = the smallest budget that solves it while every larger budget solves it
    too; a question solved at no budget is kept as an all-fail item (g* = None).
    ref_full_len L = mean think tokens of the closed 1.0 answers (the realized ratio's
-   denominator). The rows also carry one correct CoT per budget, the source of the POLICY
+   denominator; when the 1.0 answers never closed their think, the longest closed think at
+   any budget, and failing that max_new_tokens). The rows also carry one correct CoT per budget, the source of the POLICY
    warm-up items that train_compressor.py's build step adds to the SFT data.
 2. The loop. Each step every rank takes its own `questions_per_step / world` questions and
    samples G = `group_size` rollouts each in POLICY mode, keeping the sampling log-probs.
@@ -186,7 +187,7 @@ def rollout_reward(sample, teacher):
     teacher row. Returns (r_main, r_ctrl, info)."""
     import rewards
     c = float(sample['budget']) if sample['budget'] is not None else None
-    L = teacher.get('ref_full_len')
+    L = teacher.get('ref_full_len') or max_new_tokens  # no closed 1.0 answer: the length cap
     n = sample['think_tokens']
     r = n / L if (n is not None and L) else None
     valid, _ = rewards.check_integrity(sample['parsed'], sample['finish_reason'], sample['tokens'])
@@ -379,7 +380,10 @@ def main():
     if missing:
         raise SystemExit(f'{t_path}: no teacher budget for {len(missing)} RL questions (e.g. {missing[0]!r}); '
                          f'run with --stage=teacher first')
-    items = [it for it in items if teacher[it['id']].get('ref_full_len')]  # need a denominator for r
+    no_ref = sum(1 for it in items if not teacher[it['id']].get('ref_full_len'))
+    if no_ref:  # the SFT model never closed its think on these: r = n / max_new_tokens (documented)
+        print0(f'{no_ref} RL questions have no ref_full_len (no closed think in the teacher pass): '
+               f'their realized ratio uses max_new_tokens={max_new_tokens} as denominator')
 
     # ---- phase 2: CHRPO
     ref_model = None

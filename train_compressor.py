@@ -53,7 +53,7 @@ import torch.nn.functional as F
 
 from common import (all_reduce_sum, atomic_torch_save, barrier, cleanup_dist, find_checkpoint, is_main,
                     load_train_state, print0, read_jsonl, rng_state, save_checkpoint, seed_everything,
-                    set_rng_state, setup_dist, write_jsonl, append_jsonl)
+                    set_rng_state, setup_dist, write_jsonl, append_jsonl, read_jsonl_tolerant)
 
 # -----------------------------------------------------------------------------
 # config: training
@@ -105,6 +105,7 @@ max_ngram_repeats = 6               # a 4-gram seen more often than this = degen
 teacher_budgets_path = 'out/chrpo/teacher_budgets.jsonl'  # CHRPO teacher labels (skipped if absent)
 warmup_fraction = 0.2               # POLICY warm-up items, as a share of the fixed-mode records
 compress_batch_size = 16            # CoTs per forward pass when compressing
+build_fallback_gold_cots = False    # smoke runs only: corpus CoTs stand in for questions the base model missed
 
 BUCKETS = [0.2, 0.4, 0.6, 0.8]      # re-bucketing targets (1.0 = the original)
 POLICY_MIX = {'0.2': 0.18, '0.4': 0.24, '0.6': 0.26, '0.8': 0.22, '1.0': 0.10}  # paper's warm-up mix
@@ -659,12 +660,42 @@ def build_sft_data(cfg):
         items += [{'id': t['id'], 'question': t['question'], 'answer': t['answer']} for t in teacher if t['id'] not in known]
     else:
         print0(f"no teacher budgets at {cfg['teacher_budgets_path']}: POLICY warm-up items skipped")
-    samples = evaluate.sample_and_grade(base, rtok, items, mode='none', n=cfg['build_n_samples'],
-                                        temperature=cfg['build_temperature'], top_p=cfg['build_top_p'],
-                                        max_new_tokens=cfg['build_max_new_tokens'], seed=cfg['build_seed'])
+    # the base model's answers are cached per question, so that the second build (after the
+    # teacher budgets exist, for the POLICY warm-up items) only samples the new questions
+    cache_path = os.path.join(cfg['out_dir'], 'base_samples.jsonl')
+    cached = {}
+    for r in read_jsonl_tolerant(cache_path):
+        if r.get('base_ckpt') == os.path.abspath(cfg['base_ckpt']):
+            cached.setdefault(r['id'], []).append(r)
+    todo = [it for it in items if it['id'] not in cached]
+    print0(f'build: {len(items) - len(todo)} questions answered before (cache), {len(todo)} to sample')
+    new = evaluate.sample_and_grade(base, rtok, todo, mode='none', n=cfg['build_n_samples'],
+                                    temperature=cfg['build_temperature'], top_p=cfg['build_top_p'],
+                                    max_new_tokens=cfg['build_max_new_tokens'], seed=cfg['build_seed'])
+    for s in new:
+        row = {k: s[k] for k in ('id', 'question', 'gold', 'difficulty', 'correct', 'tokens')}
+        row['base_ckpt'] = os.path.abspath(cfg['base_ckpt'])
+        append_jsonl(cache_path, row)
+        cached.setdefault(s['id'], []).append(row)
+    samples = [r for it in items for r in cached[it['id']]]
+    if cfg['build_fallback_gold_cots']:
+        # smoke runs only: a minuscule base model answers nothing correctly, so questions it missed
+        # get their corpus CoT as if the model had written it (the paper warns that training on
+        # non-own CoTs costs accuracy: never use this for a real run)
+        from data import answer_text, render_completion
+        solved = {s['id'] for s in samples if s['correct']}
+        fallback = [it for it in items if it['id'] not in solved and it.get('cot')]
+        for it in fallback:
+            ids = rtok.encode(render_completion(it['cot'], answer_text(it['answer']), 'none'))
+            samples.append({'id': it['id'], 'question': it['question'], 'gold': it['answer'],
+                            'difficulty': it.get('difficulty'), 'correct': True, 'tokens': ids})
+        print0(f'build: {len(fallback)} questions use their corpus CoT (build_fallback_gold_cots, smoke runs only)')
     t1 = time.time()
     del base
     records, stats = build_sft_records(model, tok, samples, rtok, cfg, teacher)
+    if not records:
+        raise SystemExit(f"build: no usable records ({stats}); the base model at {cfg['base_ckpt']} answered "
+                         f"no question correctly with a closed think, or every question missed a bucket")
     write_jsonl(cfg['sft_mixed_path'], records)
     print0(f"build: {stats} -> {len(records)} records in {cfg['sft_mixed_path']} "
            f"(sampling {t1 - t0:.1f}s, compressing {time.time() - t1:.1f}s)")

@@ -1,0 +1,20 @@
+# POLICY warm-up SFT of the embedded default: continues the mixed-ratio SFT model on the
+# mixed-ratio set plus <COMP_AUTO> items answered with the teacher budget g* (built by
+# train_compressor.py --stage=build once train_chrpo.py --stage=teacher has labelled the RL
+# pool). Its result is the 'sft' model of the report and CHRPO's starting point.
+#   torchrun --standalone --nproc_per_node=2 train_sft.py config/tiny_sft_policy.py
+out_dir = 'out/sft'
+init_from = 'out/sft_ratio/ckpt'
+data_path = 'out/data/sft_policy.jsonl'
+val_path = ''
+tokenizer_path = 'out/data/tokenizer'
+max_len = 512
+max_iters = 100
+batch_size = 16               # per rank
+learning_rate = 5e-4          # a short continuation: half the mixed-ratio SFT lr
+min_lr_ratio = 0.1
+warmup_frac = 0.05
+weight_decay = 0.05
+log_interval = 10
+eval_interval = 0
+ckpt_interval = 50

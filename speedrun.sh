@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# The main job: the whole Extra-CoT method on the embedded synthetic default, end to end.
+#
+#   bash speedrun.sh            # full run (2-core CPU: about 20 minutes), writes out/report.md
+#   bash speedrun.sh --smoke    # same stages, minuscule sizes (< 2 minutes), writes out_smoke/report.md
+#
+# Stages (each skipped when its marker $OUT/.stages/NAME exists; an interrupted stage resumes):
+#   data        synthetic corpus + tokenizer                         data.py
+#   base        tiny base reasoning model on full verbose CoTs       train_sft.py config/tiny_base.py
+#   compressor  keep/drop classifier + mixed-ratio SFT data          train_compressor.py config/tiny_compressor.py
+#   sft_ratio   mixed-ratio SFT with <COMP_xx> budget tokens         train_sft.py config/tiny_sft.py
+#   teacher     teacher budget g* per RL question                    train_chrpo.py --stage=teacher
+#   policy_data POLICY warm-up items (<COMP_AUTO> -> g*)             train_compressor.py --stage=build
+#   sft         POLICY warm-up SFT (the 'sft' model of the report)   train_sft.py config/tiny_sft_policy.py
+#   chrpo       CHRPO                                                train_chrpo.py config/tiny_chrpo.py
+#   eval        every model x mode on the synthetic test set         evaluate.py config/eval_tiny.py
+#
+# Environment: OUT (output root; default out, or out_smoke with --smoke), NPROC (torchrun
+# processes for the SFT stages, default 2), SKIP_INSTALL=1 (do not pip install).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+SMOKE=0
+for arg in "$@"; do
+  case "$arg" in
+    --smoke) SMOKE=1 ;;
+    *) echo "usage: bash speedrun.sh [--smoke]" >&2; exit 2 ;;
+  esac
+done
+if [ "$SMOKE" = 1 ]; then OUT=${OUT:-out_smoke}; else OUT=${OUT:-out}; fi
+NPROC=${NPROC:-2}
+PY=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+mkdir -p "$OUT/.stages"
+T_START=$(date +%s)
+
+if [ "${SKIP_INSTALL:-0}" != 1 ]; then
+  echo "== installing pinned requirements"
+  $PY -m pip install --quiet --disable-pip-version-check -r requirements.txt
+fi
+
+# per-stage size overrides: minuscule in smoke mode, the configs' values otherwise
+if [ "$SMOKE" = 1 ]; then
+  DATA_ARGS="--n_train=400 --n_val=20 --n_test=16 --n_sft_pool=24 --n_rl_pool=8 --tokenizer_docs=400"
+  MODEL_ARGS="--n_layer=1 --n_embd=32 --n_head=2 --n_kv_head=1 --head_dim=16 --intermediate=64"
+  BASE_ARGS="$MODEL_ARGS --max_iters=6 --batch_size=4 --eval_interval=0 --ckpt_interval=3"
+  COMP_ARGS="--n_layer=1 --n_embd=32 --n_head=2 --n_kv_head=1 --intermediate_size=64 --max_iters=6 --batch_size=4 --eval_interval=3 --max_train_records=64 --max_val_records=16 --build_max_questions=12 --build_max_new_tokens=48 --build_fallback_gold_cots=True"
+  SFT_ARGS="--max_iters=4 --batch_size=4 --ckpt_interval=2"
+  TEACHER_ARGS="--max_rl_questions=6 --teacher_samples=1 --max_new_tokens=32"
+  CHRPO_ARGS="--max_rl_questions=6 --max_iters=2 --questions_per_step=2 --group_size=2 --max_new_tokens=32 --ckpt_interval=1"
+  EVAL_ARGS="--max_items=4 --max_new_tokens=32"
+else
+  DATA_ARGS="" BASE_ARGS="" COMP_ARGS="" SFT_ARGS="" TEACHER_ARGS="" CHRPO_ARGS="" EVAL_ARGS=""
+fi
+
+stage() {  # stage NAME CMD... : run CMD unless NAME is done, then mark it done
+  local name=$1; shift
+  if [ -f "$OUT/.stages/$name" ]; then
+    echo "== [$name] done before, skipped"
+    return
+  fi
+  echo "== [$name] $*"
+  local t0=$(date +%s)
+  "$@"
+  echo "$(( $(date +%s) - t0 ))" > "$OUT/.stages/$name"
+  echo "== [$name] finished in $(cat "$OUT/.stages/$name")s (total $(( $(date +%s) - T_START ))s)"
+}
+
+D=$OUT/data
+TORCHRUN="$PY -m torch.distributed.run --standalone --nproc_per_node=$NPROC"
+
+stage data $PY data.py config/tiny_data.py --out_dir=$D $DATA_ARGS
+
+stage base $TORCHRUN train_sft.py config/tiny_base.py --out_dir=$OUT/base --data_path=$D/train.jsonl \
+  --val_path=$D/val.jsonl --tokenizer_path=$D/tokenizer --resume=True $BASE_ARGS
+
+stage compressor $PY train_compressor.py config/tiny_compressor.py --out_dir=$OUT/compressor \
+  --train_path=$D/train.jsonl --val_path=$D/val.jsonl --tokenizer_path=$D/tokenizer \
+  --base_ckpt=$OUT/base/ckpt --sft_pool_path=$D/sft_pool.jsonl --sft_mixed_path=$D/sft_mixed.jsonl \
+  --teacher_budgets_path=$OUT/teacher/none.jsonl --resume=True $COMP_ARGS
+
+stage sft_ratio $TORCHRUN train_sft.py config/tiny_sft.py --out_dir=$OUT/sft_ratio --init_from=$OUT/base/ckpt \
+  --data_path=$D/sft_mixed.jsonl --tokenizer_path=$D/tokenizer --resume=True $SFT_ARGS
+
+stage teacher $PY train_chrpo.py config/tiny_chrpo.py --stage=teacher --out_dir=$OUT/teacher \
+  --init_from=$OUT/sft_ratio/ckpt --rl_path=$D/rl_pool.jsonl --teacher_path=$OUT/teacher/teacher_budgets.jsonl \
+  $TEACHER_ARGS
+
+stage policy_data $PY train_compressor.py config/tiny_compressor.py --stage=build --out_dir=$OUT/compressor \
+  --tokenizer_path=$D/tokenizer --base_ckpt=$OUT/base/ckpt --sft_pool_path=$D/sft_pool.jsonl \
+  --sft_mixed_path=$D/sft_policy.jsonl --teacher_budgets_path=$OUT/teacher/teacher_budgets.jsonl $COMP_ARGS
+
+stage sft $TORCHRUN train_sft.py config/tiny_sft_policy.py --out_dir=$OUT/sft --init_from=$OUT/sft_ratio/ckpt \
+  --data_path=$D/sft_policy.jsonl --tokenizer_path=$D/tokenizer --resume=True $SFT_ARGS
+
+stage chrpo $PY train_chrpo.py config/tiny_chrpo.py --stage=train --out_dir=$OUT/chrpo --init_from=$OUT/sft/ckpt \
+  --rl_path=$D/rl_pool.jsonl --teacher_path=$OUT/teacher/teacher_budgets.jsonl --resume=True $CHRPO_ARGS
+
+stage eval $PY evaluate.py config/eval_tiny.py --out_dir=$OUT/eval --data_dir=$D --report_path=$OUT/report.md \
+  "--models={'base': '$OUT/base/ckpt', 'sft': '$OUT/sft/ckpt', 'chrpo': '$OUT/chrpo/ckpt'}" $EVAL_ARGS
+
+echo "== all stages done in $(( $(date +%s) - T_START ))s; report: $OUT/report.md"
+cat "$OUT/report.md"
