@@ -137,10 +137,10 @@ class RMSNorm(nn.Module):
 
     def forward(self, x):
         # in fp32 whatever the input dtype: x / sqrt(mean(x^2) + eps), then scale, as Qwen3 does
-        dtype = x.dtype
-        x = x.float()
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x.to(dtype)
+        # (F.rms_norm is one fused op: the decode step of a small model is dispatch-bound)
+        if x.dtype == torch.float32:
+            return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+        return self.weight * F.rms_norm(x.float(), (x.shape[-1],), None, self.eps).to(x.dtype)
 
 
 def rope_cos_sin(positions, head_dim, theta, dtype):
@@ -170,7 +170,7 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)  # per head, over head_dim
         self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
 
-    def forward(self, x, cos, sin, causal, key_padding_mask=None, cache=None, input_pos=None):
+    def forward(self, x, cos, sin, causal, key_padding_mask=None, cache=None, cache_ctx=None):
         B, T, _ = x.shape
         q = self.q_norm(self.q_proj(x).view(B, T, self.n_heads, self.head_dim)).transpose(1, 2)
         k = self.k_norm(self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim)).transpose(1, 2)
@@ -178,7 +178,7 @@ class Attention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # [B, heads, T, head_dim]
 
         if cache is not None:
-            y = self._attend_cached(q, k, v, cache, input_pos)
+            y = self._attend_cached(q, k, v, cache, cache_ctx)
         elif flash_attn_func is not None and x.is_cuda and key_padding_mask is None and x.dtype in (torch.float16, torch.bfloat16):
             y = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=causal).transpose(1, 2)
         else:
@@ -191,23 +191,18 @@ class Attention(nn.Module):
                                                enable_gqa=self.n_kv_heads != self.n_heads)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
 
-    def _attend_cached(self, q, k, v, cache, input_pos):
+    def _attend_cached(self, q, k, v, cache, ctx):
         k_cache, v_cache = cache  # [B, n_kv, S, head_dim] each, preallocated
-        B, _, T, _ = q.shape
-        S = k_cache.shape[2]
-        slots = input_pos[:, None] + torch.arange(T, device=q.device)  # [B, T] absolute positions
-        # scatter this step's keys/values into each row's slots
-        idx = slots[:, None, :, None].expand(B, self.n_kv_heads, T, self.head_dim)
-        k_cache.scatter_(2, idx, k.to(k_cache.dtype))
-        v_cache.scatter_(2, idx, v.to(v_cache.dtype))
-        if flash_attn_with_kvcache is not None and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and T == 1:
+        # scatter this step's keys/values into each row's slots (index built once per forward)
+        k_cache.scatter_(2, ctx['index'], k.to(k_cache.dtype))
+        v_cache.scatter_(2, ctx['index'], v.to(v_cache.dtype))
+        if ctx['flash']:
             # flash-attn's decode kernel; it reads cache_seqlens = tokens already visible per row
             y = flash_attn_with_kvcache(q.transpose(1, 2), k_cache.transpose(1, 2), v_cache.transpose(1, 2),
-                                        cache_seqlens=(input_pos + 1).int(), causal=True)
+                                        cache_seqlens=ctx['seqlens'], causal=True)
             return y.transpose(1, 2)
         # query at absolute position p sees slots 0..p of its own row
-        mask = torch.arange(S, device=q.device)[None, None, :] <= slots[:, :, None]  # [B, T, S]
-        return F.scaled_dot_product_attention(q, k_cache.to(q.dtype), v_cache.to(q.dtype), attn_mask=mask[:, None],
+        return F.scaled_dot_product_attention(q, k_cache.to(q.dtype), v_cache.to(q.dtype), attn_mask=ctx['mask'],
                                               enable_gqa=self.n_kv_heads != self.n_heads)
 
 
@@ -230,8 +225,8 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, cos, sin, causal, key_padding_mask=None, cache=None, input_pos=None):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, causal, key_padding_mask, cache, input_pos)
+    def forward(self, x, cos, sin, causal, key_padding_mask=None, cache=None, cache_ctx=None):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, causal, key_padding_mask, cache, cache_ctx)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -278,10 +273,26 @@ class Qwen3(nn.Module):
                              f'{self.config.max_position_embeddings}')
         cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta, x.dtype)
         causal = self.config.is_causal
+        cache_ctx = None if kv_cache is None else self._cache_context(kv_cache, positions, x)
         for i, layer in enumerate(self.model.layers):
             cache = None if kv_cache is None else kv_cache[i]
-            x = layer(x, cos, sin, causal, attention_mask, cache, input_pos)
+            x = layer(x, cos, sin, causal, attention_mask, cache, cache_ctx)
         return self.model.norm(x)
+
+    def _cache_context(self, kv_cache, positions, x):
+        """What every layer's cached attention shares: the scatter index of the new slots, and
+        the visibility mask (query at absolute position p sees slots 0..p of its row)."""
+        k0 = kv_cache[0][0]
+        B, n_kv, S, hd = k0.shape
+        T = positions.shape[1]
+        flash = (flash_attn_with_kvcache is not None and x.is_cuda and x.dtype in (torch.float16, torch.bfloat16)
+                 and T == 1)
+        ctx = {'index': positions[:, None, :, None].expand(B, n_kv, T, hd), 'flash': flash}
+        if flash:
+            ctx['seqlens'] = (positions[:, 0] + 1).int()
+        else:
+            ctx['mask'] = (torch.arange(S, device=x.device)[None, None, :] <= positions[:, :, None])[:, None]  # [B,1,T,S]
+        return ctx
 
     def forward(self, input_ids, targets=None, kv_cache=None, input_pos=None, attention_mask=None,
                 return_hidden=False):
