@@ -1,0 +1,21 @@
+# Stage 2 of the embedded default: mixed-ratio SFT of the tiny base model on the compressed
+# CoTs with budget tokens (train_compressor.py writes out/data/sft_mixed.jsonl: records with
+# 'mode' / 'chosen' / 'response'), including the POLICY (<COMP_AUTO>) warm-up examples.
+#   torchrun --standalone --nproc_per_node=2 train_sft.py config/tiny_sft.py
+out_dir = 'out/sft'
+init_from = 'out/base/ckpt'
+data_path = 'out/data/sft_mixed.jsonl'
+val_path = ''                 # sft_mixed has no held-out split; evaluate.py measures the result
+tokenizer_path = 'out/data/tokenizer'
+default_mode = 'none'         # records carry their own 'mode'
+max_len = 512
+max_iters = 200               # ~2-3 minutes on 2 CPU cores
+batch_size = 16               # per rank; 2 ranks -> 32 examples a step
+grad_accum_steps = 1
+learning_rate = 1e-3          # lower than from scratch: the base already reasons
+min_lr_ratio = 0.1
+warmup_frac = 0.05
+weight_decay = 0.05
+log_interval = 10
+eval_interval = 0
+ckpt_interval = 100

@@ -1,0 +1,426 @@
+"""
+Supervised fine-tuning of a Qwen3 causal LM on chat-formatted reasoning examples, loss on
+the assistant tokens only. Two jobs in this project:
+
+- stage 0 (the embedded default only): train the tiny base reasoning model from scratch on
+  the full verbose CoTs (out/data/train.jsonl, every record in mode 'none');
+- stage 2: mixed-ratio SFT from a checkpoint (out/base/ckpt, or Qwen/Qwen3-1.7B) on the
+  compressed CoTs with budget tokens (out/data/sft_mixed.jsonl, records carry 'mode',
+  'chosen', 'response'), which teaches <COMP_xx> control and the POLICY warm-up.
+
+Run:
+    python train_sft.py config/tiny_base.py                        # one CPU process
+    torchrun --standalone --nproc_per_node=2 train_sft.py config/tiny_sft.py
+    torchrun --standalone --nproc_per_node=8 train_sft.py config/qwen3_1p7b_sft.py
+    python train_sft.py config/tiny_sft.py --resume=True           # continue a killed run
+
+The optimizer step (token-level mean over the whole global batch):
+    loss = sum_{micro, rank} sum_{t: y_t != -100} CE_t / N_global
+where N_global is the number of supervised tokens in the step across all micro-batches and
+ranks (counted before the forward passes), so every supervised token weighs the same however
+the tokens fall into micro-batches. AdamW (fused on CUDA), lr: linear warmup then cosine to
+min_lr_ratio * learning_rate, grad clip, bf16 autocast on CUDA (fp32 master weights).
+
+Data order is a pure function of (seed, step): the global example stream is the concatenation
+of per-epoch permutations of the data set (permutation e drawn from seed + e), and micro step
+m of rank r reads the slice [(m * world + r) * B, (m * world + r + 1) * B) of that stream. So
+`--resume=True` at step s replays exactly what an uninterrupted run would have seen.
+
+Distributed: DDP by default (gloo on CPU, nccl on CUDA); `--fsdp=True` shards the model with
+FSDP2 (`torch.distributed.fsdp.fully_shard`, one unit per block + the root) for models that do
+not fit DDP; checkpoints then gather the full model and optimizer state to rank 0 (works on
+CPU with gloo too, which is how it is tested here).
+
+Output in out_dir: ckpt/ (HF folder: config.json, model.safetensors, tokenizer files,
+train_state.pt with optimizer/step/RNG; written atomically by common.save_checkpoint every
+ckpt_interval steps and at the end), metrics.jsonl (loss, lr, tokens/s, MFU on GPU, val loss).
+"""
+import hashlib
+import math
+import os
+import time
+from contextlib import nullcontext
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from common import (all_reduce_sum, append_jsonl, barrier, cleanup_dist, find_checkpoint, is_main,
+                    load_train_state, print0, read_jsonl, read_jsonl_tolerant, rng_state,
+                    save_checkpoint, seed_everything, set_rng_state, setup_dist, write_jsonl)
+
+# -----------------------------------------------------------------------------
+# config (module globals; configurator.py overrides them from a config file / --key=value)
+out_dir = 'out/sft'            # checkpoint folder out_dir/ckpt and metrics.jsonl go here
+init_from = 'scratch'          # 'scratch' (model from the size keys below), an HF folder, or a hub id
+resume = False                 # continue from out_dir's last checkpoint (starts fresh if none)
+# data
+data_path = 'out/data/train.jsonl'      # training records (corpus format, optional mode/chosen/response)
+val_path = 'out/data/val.jsonl'         # validation records ('' = no validation)
+tokenizer_path = 'out/data/tokenizer'   # data.load_tokenizer path (adds the budget tokens)
+default_mode = 'none'          # budget mode for records without a 'mode' field
+max_len = 512                  # examples longer than this many tokens are truncated (counted)
+# model size when init_from == 'scratch' (vocab comes from the tokenizer)
+n_layer = 4                    # transformer blocks
+n_embd = 256                   # hidden size
+n_head = 4                     # query heads
+n_kv_head = 2                  # key/value heads (GQA)
+head_dim = 64                  # per-head width (Qwen3 keeps it independent of n_embd / n_head)
+intermediate = 768             # SwiGLU width
+rope_theta = 10000.0           # RoPE base
+tie_word_embeddings = True     # LM head shares the embedding matrix
+# optimization
+max_iters = 1000               # optimizer steps (overridden by num_epochs > 0)
+num_epochs = 0.0               # > 0: max_iters = ceil(num_epochs * examples / global batch)
+batch_size = 16                # micro-batch per rank (examples)
+grad_accum_steps = 1           # micro-batches per optimizer step; global batch = B * accum * world
+learning_rate = 1e-3           # peak lr
+min_lr_ratio = 0.1             # cosine floor as a fraction of the peak
+warmup_frac = 0.05             # linear warmup over this fraction of max_iters
+weight_decay = 0.1             # AdamW decoupled decay on matrices (not norms / biases)
+beta1 = 0.9                    # AdamW beta1
+beta2 = 0.95                   # AdamW beta2
+grad_clip = 1.0                # max global grad norm (0 = off)
+seed = 1337                    # init + data order
+# system
+device_type = 'auto'           # 'auto' | 'cuda' | 'cpu'
+dtype = 'bfloat16'             # autocast dtype on CUDA ('float32' = off); CPU always runs fp32
+fsdp = False                   # shard with FSDP2 fully_shard instead of DDP
+compile_model = False          # torch.compile the model
+peak_flops = 989e12            # per-device peak for MFU (H100 bf16 dense)
+# logging / eval / checkpoints
+log_interval = 10              # steps between metrics.jsonl lines
+eval_interval = 200            # steps between validation losses (0 = only at the end)
+eval_examples = 256            # validation examples used (the first ones of val_path)
+ckpt_interval = 500            # steps between checkpoints (and one at the end)
+# debug (tests)
+crash_at_step = -1             # >= 0: os._exit(1) right before this optimizer step (a killed run)
+dump_param_hash = False        # each rank writes out_dir/param_hash_rank{r}.txt at the end
+
+# -----------------------------------------------------------------------------
+# data
+
+
+def load_examples(path, tok, mode, max_len):
+    """Read a jsonl of records and turn each into (ids, loss_mask) via data.record_to_sft_example.
+    Records longer than max_len are truncated; those left with no supervised token are dropped.
+    A malformed record is an error naming file:line, record id and the problem."""
+    from data import record_to_sft_example
+    records = read_jsonl(path)
+    if not records:
+        raise ValueError(f'{path}: no records')
+    examples, n_truncated, n_dropped = [], 0, 0
+    for lineno, rec in enumerate(records, 1):  # read_jsonl skips blank lines; good enough for messages
+        where = f"{path}: record {lineno} (id {rec.get('id', '?') if isinstance(rec, dict) else '?'})"
+        if not isinstance(rec, dict):
+            raise ValueError(f'{where}: expected a JSON object, got {type(rec).__name__}')
+        for key in ('question',):
+            if not isinstance(rec.get(key), str):
+                raise ValueError(f"{where}: missing or non-string key '{key}'")
+        if 'cot' not in rec:
+            raise ValueError(f"{where}: missing key 'cot'")
+        if 'response' not in rec and 'answer' not in rec:
+            raise ValueError(f"{where}: missing key 'answer' (or 'response')")
+        rec = dict(rec)
+        rec.setdefault('mode', mode)
+        try:
+            ids, mask = record_to_sft_example(rec, tok)
+        except (KeyError, ValueError, TypeError) as e:
+            raise ValueError(f'{where}: cannot build an SFT example ({type(e).__name__}: {e})') from None
+        ids, mask = list(ids), list(mask)
+        if len(ids) != len(mask):
+            raise ValueError(f'{where}: ids and loss mask differ in length ({len(ids)} vs {len(mask)})')
+        if len(ids) > max_len:
+            n_truncated += 1
+            ids, mask = ids[:max_len], mask[:max_len]
+        # a loss-mask entry at position t supervises token t, i.e. the target of position t-1
+        if not any(mask[1:]):
+            n_dropped += 1
+            continue
+        examples.append((ids, mask))
+    print0(f'{path}: {len(examples)} examples, {n_truncated} truncated to max_len={max_len}, '
+           f'{n_dropped} dropped (no supervised token left)')
+    if not examples:
+        raise ValueError(f'{path}: every example was dropped (max_len={max_len} too small?)')
+    return examples
+
+
+def epoch_permutation(n, seed, epoch):
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g).tolist()
+
+
+def batch_indices(n, seed, micro_step, rank, world_size, batch_size):
+    """Example indices of micro step `micro_step` on `rank`: the slice
+    [(m * world + r) * B, +B) of the stream perm_0 ++ perm_1 ++ ... (perm_e from seed, epoch)."""
+    start = (micro_step * world_size + rank) * batch_size
+    out, cache = [], {}
+    for pos in range(start, start + batch_size):
+        epoch, i = divmod(pos, n)
+        if epoch not in cache:
+            cache[epoch] = epoch_permutation(n, seed, epoch)
+        out.append(cache[epoch][i])
+    return out
+
+
+def make_batch(examples, idx, pad_id, device):
+    from data import pad_batch
+    x, y = pad_batch([examples[i] for i in idx], pad_id)
+    n_tokens = sum(len(examples[i][0]) for i in idx)
+    return x.to(device), y.to(device), n_tokens
+
+
+# -----------------------------------------------------------------------------
+# model
+
+
+def build_model(tok, init_from, device):
+    """A fresh Qwen3 from the size config, or a checkpoint; embeddings grown for added tokens."""
+    from model import Qwen3, Qwen3Config
+    if init_from == 'scratch':
+        cfg = Qwen3Config(vocab_size=tok.vocab_size, hidden_size=n_embd, intermediate_size=intermediate,
+                          num_hidden_layers=n_layer, num_attention_heads=n_head, num_key_value_heads=n_kv_head,
+                          head_dim=head_dim, rope_theta=rope_theta, max_position_embeddings=max(max_len, 2048),
+                          tie_word_embeddings=tie_word_embeddings, torch_dtype='float32',
+                          bos_token_id=None, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id)
+        model = Qwen3(cfg).init_weights(seed)
+    else:
+        # fp32 master weights; bf16 comes from autocast
+        model = Qwen3.from_pretrained(init_from, dtype=torch.float32, device='cpu')
+    if tok.vocab_size > model.config.vocab_size:
+        print0(f'resizing embeddings {model.config.vocab_size} -> {tok.vocab_size} (added tokens)')
+        model.resize_token_embeddings(tok.vocab_size)
+    return model.to(device)
+
+
+def lr_at(step, max_iters, peak, warmup_frac, min_ratio):
+    """Linear warmup to peak over ceil(warmup_frac * max_iters) steps, then cosine to min_ratio * peak:
+    lr = min + (peak - min) * (1 + cos(pi * progress)) / 2."""
+    warmup = math.ceil(warmup_frac * max_iters)
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, max_iters - warmup)
+    lo = min_ratio * peak
+    return lo + (peak - lo) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def make_optimizer(model, lr, device):
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{'params': decay, 'weight_decay': weight_decay}, {'params': no_decay, 'weight_decay': 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=(beta1, beta2), fused=device.type == 'cuda')
+
+
+def full_state(model, optimizer):
+    """(model state dict, optimizer state dict) as full tensors; under FSDP a collective that
+    gathers to rank 0 (other ranks get empty dicts)."""
+    if not fsdp:
+        return model.state_dict(), optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                         get_optimizer_state_dict)
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_model_state_dict(model, options=opts), get_optimizer_state_dict(model, optimizer, options=opts)
+
+
+def load_optimizer_state(model, optimizer, state):
+    if not fsdp:
+        optimizer.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
+
+
+def param_hash(state_dict):
+    h = hashlib.sha256()
+    for k in sorted(state_dict):
+        h.update(k.encode())
+        h.update(state_dict[k].detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+# -----------------------------------------------------------------------------
+# training
+
+
+@torch.no_grad()
+def evaluate_loss(model, examples, pad_id, device, rank, world, autocast):
+    """Token-weighted mean CE over the examples (split across ranks, summed with all-reduce)."""
+    model.eval()
+    total, count = 0.0, 0.0
+    mine = list(range(rank, len(examples), world))
+    for i in range(0, len(mine), batch_size):
+        x, y, _ = make_batch(examples, mine[i:i + batch_size], pad_id, device)
+        n = (y != -100).sum().item()
+        with autocast:
+            loss = model(x, targets=y)
+        total += loss.item() * n
+        count += n
+    total, count = all_reduce_sum([total, count], device)
+    model.train()
+    return total / max(count, 1.0)
+
+
+def main():
+    global max_iters
+    rank, world, local_rank, device = setup_dist(device_type)
+    seed_everything(seed + rank)
+    from data import load_tokenizer
+    tok = load_tokenizer(tokenizer_path)
+
+    train_ex = load_examples(data_path, tok, default_mode, max_len)
+    val_ex = load_examples(val_path, tok, default_mode, max_len)[:eval_examples] if val_path else []
+    global_batch = batch_size * grad_accum_steps * world
+    if num_epochs > 0:
+        max_iters = math.ceil(num_epochs * len(train_ex) / global_batch)
+        print0(f'num_epochs={num_epochs}: max_iters = {max_iters}')
+
+    # ---- model and state (resume beats init_from)
+    ckpt = find_checkpoint(out_dir) if resume else None
+    if resume and ckpt is None:
+        print0(f'resume=True but no checkpoint in {out_dir}: starting fresh')
+    model = build_model(tok, ckpt or init_from, device)
+    raw_model = model
+    n_params = raw_model.num_params()
+    print0(f'model: {n_params / 1e6:.2f}M parameters, {raw_model.config.num_hidden_layers} layers, '
+           f'hidden {raw_model.config.hidden_size}, vocab {raw_model.config.vocab_size}')
+    if fsdp:
+        if world == 1:
+            print0('fsdp=True in one process: sharding over a single rank (no memory saved)')
+        from torch.distributed.fsdp import fully_shard
+        if not dist.is_initialized():
+            raise RuntimeError('fsdp=True needs torch.distributed: launch with torchrun')
+        for block in model.model.layers:
+            fully_shard(block)
+        fully_shard(model)
+    optimizer = make_optimizer(model, learning_rate, device)
+    start_step = 0
+    if ckpt is not None:
+        state = load_train_state(ckpt)
+        if state is None:
+            raise FileNotFoundError(f'{ckpt}: train_state.pt missing, cannot resume')
+        load_optimizer_state(model, optimizer, state['optimizer'])
+        start_step = state['step']
+        set_rng_state(state['rng'])
+        print0(f'resumed from {ckpt} at step {start_step}')
+        if is_main():  # drop metric lines the killed run wrote past its last checkpoint
+            path = os.path.join(out_dir, 'metrics.jsonl')
+            rows = read_jsonl_tolerant(path)
+            write_jsonl(path, [r for r in rows if r.get('step', 0) <= start_step])
+    if compile_model:
+        model = torch.compile(model)
+    if world > 1 and not fsdp:
+        model = DDP(model, device_ids=[local_rank] if device.type == 'cuda' else None)
+    use_amp = device.type == 'cuda' and dtype != 'float32'
+    autocast = torch.autocast('cuda', dtype=getattr(torch, dtype), enabled=use_amp) if device.type == 'cuda' \
+        else torch.autocast('cpu', enabled=False)
+    flops_per_token = raw_model.flops_per_token(max_len)
+
+    if is_main():
+        os.makedirs(out_dir, exist_ok=True)
+    metrics_path = os.path.join(out_dir, 'metrics.jsonl')
+    train_config = {k: v for k, v in globals().items()
+                    if not k.startswith('_') and isinstance(v, (int, float, bool, str, type(None)))}
+
+    def checkpoint(step, last_loss):
+        msd, osd = full_state(model, optimizer)  # collective under FSDP
+        if is_main():
+            to_save = raw_model
+            if fsdp:  # a plain CPU copy holding the gathered weights
+                from model import Qwen3
+                with torch.device('meta'):
+                    to_save = Qwen3(raw_model.config)
+                to_save = to_save.to_empty(device='cpu')
+                to_save.load_state_dict(msd)
+                if raw_model.config.tie_word_embeddings:
+                    to_save.lm_head.weight = to_save.model.embed_tokens.weight
+            save_checkpoint(out_dir, to_save, tok, {'step': step, 'optimizer': osd, 'rng': rng_state(),
+                                                    'config': train_config, 'world_size': world,
+                                                    'loss': last_loss})
+        barrier()
+
+    # ---- loop
+    model.train()
+    n_train = len(train_ex)
+    loss_acc, tok_acc, sup_acc, t0 = 0.0, 0, 0, time.time()
+    last_loss = float('nan')
+    from tqdm import tqdm
+    bar = tqdm(total=max_iters, initial=start_step, disable=not is_main(), desc='sft', dynamic_ncols=True)
+    for step in range(start_step, max_iters):
+        if step == crash_at_step:
+            print0(f'crash_at_step={step}: exiting without cleanup', flush=True)
+            os._exit(1)
+        lr = lr_at(step, max_iters, learning_rate, warmup_frac, min_lr_ratio)
+        for group in optimizer.param_groups:
+            group['lr'] = lr
+        # build the whole step's micro-batches first: the supervised-token count N_global
+        # is needed to weigh each micro-batch's mean loss (one small all-reduce)
+        micro = [make_batch(train_ex, batch_indices(n_train, seed, step * grad_accum_steps + k, rank, world,
+                                                    batch_size), tok.pad_id, device)
+                 for k in range(grad_accum_steps)]
+        n_local = sum((y != -100).sum().item() for _, y, _ in micro)
+        n_global = all_reduce_sum([n_local], device)[0]
+        step_loss = 0.0
+        for k, (x, y, n_tok) in enumerate(micro):
+            last_micro = k == grad_accum_steps - 1
+            # gradients are synced across ranks on the last micro-batch only
+            sync_ctx = model.no_sync() if isinstance(model, DDP) and not last_micro else nullcontext()
+            if fsdp:
+                model.set_requires_gradient_sync(last_micro)
+            n_valid = (y != -100).sum().item()
+            with sync_ctx:
+                with autocast:
+                    loss = model(x, targets=y)
+                # DDP / FSDP average gradients over ranks, so scale by world: the sum over ranks and
+                # micro-batches of mean_k * n_k / N_global is the global token mean
+                scaled = loss * (n_valid * world / max(n_global, 1.0))
+                scaled.backward()
+            step_loss += loss.item() * n_valid
+            tok_acc += n_tok
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss_acc += step_loss
+        sup_acc += n_local
+        done = step + 1
+        bar.update(1)
+
+        if done % log_interval == 0 or done == max_iters:
+            # summed CE / supervised tokens over all ranks and steps since the last line
+            loss_sum, tok_sum, n_sup = all_reduce_sum([loss_acc, tok_acc, sup_acc], device)
+            elapsed = time.time() - t0
+            row = {'step': done, 'loss': loss_sum / max(n_sup, 1.0), 'lr': lr, 'tokens_per_s': tok_sum / elapsed}
+            if device.type == 'cuda':
+                row['mfu'] = flops_per_token * row['tokens_per_s'] / (peak_flops * world)
+            last_loss = row['loss']
+            bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f'{lr:.2e}', tok_s=f"{row['tokens_per_s']:.0f}")
+            if is_main():
+                append_jsonl(metrics_path, row)
+            loss_acc, tok_acc, sup_acc, t0 = 0.0, 0, 0, time.time()
+
+        if val_ex and ((eval_interval > 0 and done % eval_interval == 0) or done == max_iters):
+            val_loss = evaluate_loss(model, val_ex, tok.pad_id, device, rank, world, autocast)
+            print0(f'\nstep {done}: val loss {val_loss:.4f}')
+            if is_main():
+                append_jsonl(metrics_path, {'step': done, 'val_loss': val_loss})
+        if done % ckpt_interval == 0 or done == max_iters:
+            checkpoint(done, last_loss)
+    bar.close()
+    if start_step >= max_iters:
+        print0(f'{out_dir}: already at step {start_step} >= max_iters={max_iters}, nothing to do')
+
+    if dump_param_hash:
+        sd = model.module.state_dict() if isinstance(model, DDP) else raw_model.state_dict()
+        if fsdp:
+            sd = full_state(model, optimizer)[0]
+        if not fsdp or is_main():
+            os.makedirs(out_dir, exist_ok=True)
+            with open(os.path.join(out_dir, f'param_hash_rank{rank}.txt'), 'w') as f:
+                f.write(param_hash(sd) + '\n')
+    barrier()
+    cleanup_dist()
+
+
+if __name__ == '__main__':
+    exec(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configurator.py')).read())
+    main()
