@@ -23,7 +23,7 @@ eval_interval = 25
 patience = 2
 # build step
 base_ckpt = 'out/base/ckpt'
-build_max_questions = 400
+build_max_questions = 800
 build_n_samples = 1
 build_temperature = 0.7
 build_top_p = 0.9

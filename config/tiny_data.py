@@ -1,7 +1,7 @@
 # the embedded default corpus for the CPU speedrun: python data.py config/tiny_data.py
 out_dir = 'out/data'
 seed = 1337
-n_train, n_val, n_test, n_sft_pool, n_rl_pool = 20000, 500, 300, 2000, 1000
+n_train, n_val, n_test, n_sft_pool, n_rl_pool = 20000, 500, 1000, 2000, 1000  # 1000 test questions: +-1 point needs them
 min_steps, max_steps = 1, 5   # difficulty = number of steps, balanced
 filler = 0.68                 # filler share of CoT chars at difficulty 3 (kept share ~0.31 overall)
 filler_slope = 0.04           # less filler per extra step: kept share 0.24 (d=1) .. 0.37 (d=5)

@@ -101,6 +101,25 @@ def test_batch_stream_covers_each_epoch_once_across_ranks():
     assert train_sft.batch_indices(n, 5, 3, 1, world, B) == train_sft.batch_indices(n, 5, 3, 1, world, B)
 
 
+def test_length_grouped_batches_cover_each_epoch_once_with_less_padding():
+    import random
+    rng = random.Random(0)
+    n, B, world, pool = 96, 4, 2, 6
+    lengths = [rng.randint(100, 400) for _ in range(n)]
+    seen, pad_grouped, pad_random = [], 0, 0
+    for m in range(n // (B * world)):
+        for r in range(world):
+            idx = train_sft.batch_indices(n, 5, m, r, world, B, lengths, pool)
+            rnd = train_sft.batch_indices(n, 5, m, r, world, B)
+            seen += idx
+            pad_grouped += sum(max(lengths[i] for i in idx) - lengths[i] for i in idx)
+            pad_random += sum(max(lengths[i] for i in rnd) - lengths[i] for i in rnd)
+    assert sorted(seen) == list(range(n))  # one epoch, every example exactly once
+    assert pad_grouped < pad_random / 3
+    assert seen == [i for m in range(n // (B * world)) for r in range(world)
+                    for i in train_sft.batch_indices(n, 5, m, r, world, B, lengths, pool)]  # deterministic
+
+
 def test_lr_schedule_warmup_then_cosine_to_floor():
     lrs = [train_sft.lr_at(s, 100, 1.0, 0.1, 0.1) for s in range(100)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)  # 10 warmup steps
