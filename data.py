@@ -208,7 +208,7 @@ def make_problem(rng, d, filler=0.68, filler_slope=0.04, max_value=99, max_opera
     # CoT skeleton: slots in reading order, each a list of (sentence, spans, is_filler)
     fmt = dict(name=name, s=s, obj=obj)
     slots = [[], [_fill_marked(rng.choice(START_SENTENCES), a=start, **fmt)]]  # intro fillers, start value
-    filler_slots = {0: rng.sample(INTRO_FILLERS, 3)}
+    filler_slots = {0: rng.sample(INTRO_FILLERS, 4)}
     for i, ((op, b, x, z), phrase) in enumerate(zip(steps, phrases)):
         eq = f"{x} {OP_SYMBOL[op]} {b} = {z}"
         sent = _fill_marked(rng.choice(STEP_SENTENCES), S=s.capitalize(), s=s, phrase=phrase, eq=eq)
@@ -216,8 +216,8 @@ def make_problem(rng, d, filler=0.68, filler_slope=0.04, max_value=99, max_opera
         slots += [[], [sent], []]
         vals = dict(x=x, y=b, z=z, opw=OP_WORD[op], **fmt)
         filler_slots[pre] = [t.format(**vals) for t in rng.sample(PRE_FILLERS, 2)]
-        filler_slots[post] = [t.format(**vals) for t in rng.sample(POST_FILLERS, 2)]
-    filler_slots[len(slots)] = rng.sample(FINAL_FILLERS, 2)
+        filler_slots[post] = [t.format(**vals) for t in rng.sample(POST_FILLERS, 3)]
+    filler_slots[len(slots)] = rng.sample(FINAL_FILLERS, 3)
     slots += [[], [_fill_marked(rng.choice(CONCLUSION_SENTENCES), ans=ans)]]
     for k in filler_slots:
         filler_slots[k] = [t.format(**fmt) for t in filler_slots[k]]
@@ -898,8 +898,8 @@ def main():
         seed=1337,                 # corpus seed (each split has its own stream)
         n_train=20000, n_val=500, n_test=300, n_sft_pool=2000, n_rl_pool=1000,  # split sizes
         min_steps=1, max_steps=5,  # difficulty range (number of steps), balanced
-        filler=0.68,               # target filler share of CoT chars at difficulty 3
-        filler_slope=0.04,         # filler share drops by this per extra step
+        filler=0.72,               # target filler share of CoT chars at difficulty 3
+        filler_slope=0.08,         # filler share drops by this per extra step
         max_value=99,              # every intermediate value is in [1, max_value]
         max_operand=20,            # largest number added or subtracted in one step
         vocab_size=2048,           # tokenizer size including the 11 special tokens

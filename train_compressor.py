@@ -105,6 +105,8 @@ max_ngram_repeats = 6               # a 4-gram seen more often than this = degen
 teacher_budgets_path = 'out/chrpo/teacher_budgets.jsonl'  # CHRPO teacher labels (skipped if absent)
 warmup_fraction = 0.2               # POLICY warm-up items, as a share of the fixed-mode records
 compress_batch_size = 16            # CoTs per forward pass when compressing
+warmup_mix = 'paper'                # 'paper': cap each budget at PAPER.md's warm-up share; 'natural': the label distribution
+replay_fraction = 1.0               # with teacher budgets: share of the fixed-mode records kept beside the warm-up items
 build_fallback_gold_cots = False    # smoke runs only: corpus CoTs stand in for questions the base model missed
 
 BUCKETS = [0.2, 0.4, 0.6, 0.8]      # re-bucketing targets (1.0 = the original)
@@ -595,6 +597,9 @@ def build_sft_records(model, tok, samples, rtok, cfg, teacher=None):
     stats['questions'] = len(full_ids)
     # POLICY warm-up: mode 'auto', chosen = g* (all-fail -> 1.0), CoT compressed at g*
     if teacher:
+        if cfg['replay_fraction'] < 1.0:  # a warm-up round keeps only this share of the fixed-mode records
+            rng.shuffle(records)
+            records = records[:round(cfg['replay_fraction'] * len(records))]
         n_fixed = len(records)
         by_bucket = {m: [] for m in POLICY_MIX}
         for t in teacher:
@@ -613,7 +618,11 @@ def build_sft_records(model, tok, samples, rtok, cfg, teacher=None):
         warm = []
         for m, share in POLICY_MIX.items():
             rng.shuffle(by_bucket[m])
-            warm += by_bucket[m][:round(share * want)]
+            if cfg['warmup_mix'] == 'paper':  # at most the paper's share of each budget
+                warm += by_bucket[m][:round(share * want)]
+            else:  # 'natural': the labels as they come, scaled to `want` items in all
+                total = sum(len(v) for v in by_bucket.values())
+                warm += by_bucket[m][:round(len(by_bucket[m]) * min(1.0, want / max(1, total)))]
         stats['warmup'] = len(warm)
         records += warm
     rng.shuffle(records)

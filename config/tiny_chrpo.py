@@ -7,6 +7,7 @@ rl_path = 'out/data/rl_pool.jsonl'
 teacher_path = 'out/teacher/teacher_budgets.jsonl'  # written by the teacher stage of speedrun.sh
 max_rl_questions = 400
 teacher_samples = 2
+teacher_solve_share = 1.0     # both samples correct: labels err toward larger budgets (accuracy first)
 max_iters = 30
 questions_per_step = 16
 group_size = 8

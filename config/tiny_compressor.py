@@ -23,8 +23,15 @@ eval_interval = 25
 patience = 2
 # build step
 base_ckpt = 'out/base/ckpt'
-build_max_questions = 800
+build_max_questions = 0     # the whole SFT pool (2000 questions)
 build_n_samples = 1
 build_temperature = 0.7
 build_top_p = 0.9
 build_max_new_tokens = 384
+compress_ratios = [0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9]
+# ^ the paper compresses at 0.1..0.9 in steps of 0.1; half steps fill more of the +-0.05 buckets
+#   (with 0.1 steps ~40% of the tiny base model's CoTs missed a bucket and were lost)
+# POLICY warm-up round (the second build, once teacher budgets exist; speedrun's policy_data stage)
+warmup_fraction = 0.35        # warm-up items: up to this share of the kept fixed-mode records
+warmup_mix = 'natural'        # the tiny teacher labels are far from the paper's mix: keep them as they are
+replay_fraction = 0.15        # keep 15% of the fixed-mode records beside the warm-up items

@@ -3,7 +3,7 @@ out_dir = 'out/data'
 seed = 1337
 n_train, n_val, n_test, n_sft_pool, n_rl_pool = 20000, 500, 1000, 2000, 1000  # 1000 test questions: +-1 point needs them
 min_steps, max_steps = 1, 5   # difficulty = number of steps, balanced
-filler = 0.68                 # filler share of CoT chars at difficulty 3 (kept share ~0.31 overall)
-filler_slope = 0.04           # less filler per extra step: kept share 0.24 (d=1) .. 0.37 (d=5)
+filler = 0.72                 # filler share of CoT chars at difficulty 3
+filler_slope = 0.08           # less filler per extra step: kept share ~0.19 (d=1,2) .. 0.39 (d=5), so 0.2 fits easy problems only
 max_value, max_operand = 99, 20
 vocab_size = 2048
