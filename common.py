@@ -118,16 +118,20 @@ def atomic_torch_save(obj, path):
 
 
 def read_jsonl(path):
-    """Read a jsonl file; a malformed line is an error naming file:line."""
+    """Records of a jsonl file (blank lines skipped); a bad line raises ValueError naming
+    file:line and what is wrong."""
     rows = []
     with open(path) as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f'{path}:{lineno}: not valid JSON ({e.msg})') from None
+                raise ValueError(f'{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})') from None
+            if not isinstance(row, dict):
+                raise ValueError(f'{path}:{lineno}: expected a JSON object, got {type(row).__name__}')
+            rows.append(row)
     return rows
 
 

@@ -285,30 +285,8 @@ def validate_record(rec, where='record'):
         prev_end = b
 
 
-def write_jsonl(path, records):
-    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-        for rec in records:
-            f.write(json.dumps(rec) + '\n')
-    os.replace(tmp, path)
-
-
-def read_jsonl(path):
-    """Records of a jsonl file; a bad line raises ValueError 'file:line: what is wrong'."""
-    records = []
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(rec, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
-            records.append(rec)
-    return records
+# jsonl I/O lives in common.py (atomic writes, file:line errors); re-exported here for data users
+from common import read_jsonl, write_jsonl  # noqa: E402
 
 
 # -----------------------------------------------------------------------------

@@ -169,7 +169,7 @@ def test_malformed_corpus_gives_errors_naming_file_line_and_key(tmp_path):
     good = {'id': 'a', 'question': 'q', 'cot': 'so 1 + 1 = 2', 'answer': '2', 'keep_spans': [[3, 12]]}
     p = tmp_path / 'bad.jsonl'
     p.write_text(json.dumps(good) + '\n{not json\n')
-    with pytest.raises(ValueError, match=r'bad\.jsonl:2: not valid JSON'):
+    with pytest.raises(ValueError, match=r'bad\.jsonl:2: invalid JSON'):
         tc.load_annotated(str(p))
     p.write_text(json.dumps(good) + '\n\n' + json.dumps({k: v for k, v in good.items() if k != 'cot'}) + '\n')
     with pytest.raises(ValueError, match=r"bad\.jsonl:3: missing key 'cot'"):

@@ -139,7 +139,7 @@ def test_malformed_data_gives_clear_error(tiny_data, tmp_path):
     with pytest.raises(ValueError, match=r"bad\.jsonl: record 2 \(id broken-7\).*'cot'"):
         train_sft.load_examples(str(path), tok, 'none', 512)
     path.write_text(json.dumps(good) + '\n{"id": "x", "question": \n')
-    with pytest.raises(ValueError, match=r'bad\.jsonl:2: not valid JSON'):
+    with pytest.raises(ValueError, match=r'bad\.jsonl:2: invalid JSON'):
         train_sft.load_examples(str(path), tok, 'none', 512)
     path.write_text(json.dumps(dict(good, mode='0.3')) + '\n')  # not a budget mode
     with pytest.raises(ValueError, match=r'bad\.jsonl: record 1 \(id train-00000\)'):
