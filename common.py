@@ -162,7 +162,7 @@ def read_jsonl_tolerant(path):
         except json.JSONDecodeError:
             if i >= len(lines) - 2:  # only the last line may be torn
                 break
-            raise ValueError(f'{path}:{i + 1}: not valid JSON') from None
+            raise ValueError(f'{path}:{i + 1}: invalid JSON') from None
     return rows
 
 

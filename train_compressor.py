@@ -163,7 +163,7 @@ def _jsonl_with_lines(path):
                 try:
                     yield lineno, json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise ValueError(f'{path}:{lineno}: not valid JSON ({e.msg})') from None
+                    raise ValueError(f'{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})') from None
 
 
 def token_spans(tok, text):
