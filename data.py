@@ -586,7 +586,7 @@ def _number_text(x):
 
 
 def normalize_benchmark_record(rec, where, index):
-    """(id, question, answer) from GSM8K / MATH / AMC / MetaMathQA / synthetic fields."""
+    """(id, question, answer[, difficulty]) from GSM8K / MATH / AMC / MetaMathQA / synthetic fields."""
     rid = str(rec.get('id', rec.get('unique_id', index)))
     if 'query' in rec and 'response' in rec:  # MetaMathQA
         m = re.search(r'The answer is:?\s*(.+?)\s*$', rec['response'].strip(), re.S)
@@ -605,7 +605,13 @@ def normalize_benchmark_record(rec, where, index):
             raise ValueError(f"{where}: no 'answer' and no \\boxed{{}} in 'solution'")
     if answer is None or (isinstance(answer, str) and not answer.strip()):
         raise ValueError(f"{where}: no 'answer' field (keys: {sorted(rec)})")
-    return {'id': rid, 'question': question, 'answer': _number_text(answer)}
+    out = {'id': rid, 'question': question, 'answer': _number_text(answer)}
+    # difficulty: the synthetic corpus' step count, MATH's 'level' ("Level 3"), for accuracy by difficulty
+    level = rec.get('difficulty', rec.get('level'))
+    if level is not None:
+        m = re.search(r'\d+', str(level))
+        out['difficulty'] = int(m.group()) if m else level
+    return out
 
 
 def _hub_files(repo_id, split):

@@ -23,7 +23,7 @@ eval_interval = 25
 patience = 2
 # build step
 base_ckpt = 'out/base/ckpt'
-build_max_questions = 0     # the whole SFT pool (2000 questions)
+build_max_questions = 1500  # of the 2000-question SFT pool
 build_n_samples = 1
 build_temperature = 0.7
 build_top_p = 0.9
