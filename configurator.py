@@ -20,6 +20,7 @@ Then, on the command line:
   overrides are printed once (rank 0 only under torchrun).
 """
 import ast
+import builtins
 import os
 import sys
 
@@ -64,7 +65,8 @@ def apply_config(g, argv):
                 raise SystemExit(f"configurator: config file '{arg}' not found")
             file_globals = {}
             with open(arg) as f:
-                code = compile(f.read(), arg, 'exec')
+                # builtins.compile: a script may well have a config global named `compile`
+                code = builtins.compile(f.read(), arg, 'exec')
             exec(code, file_globals)
             for key, value in file_globals.items():
                 if key.startswith('_') or key == '__builtins__' or type(value).__name__ in ('module', 'function'):

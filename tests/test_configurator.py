@@ -64,3 +64,16 @@ def test_exec_from_a_script_prints_overrides_once(tmp_path):
     out = subprocess.run([sys.executable, str(script), '--batch_size=8'], capture_output=True, text=True, check=True).stdout
     assert out.count('config overrides: batch_size=8') == 1
     assert 'batch 8' in out
+
+
+def test_config_file_works_when_script_has_a_global_named_compile(tmp_path):
+    # exec'd into a script whose globals shadow the builtin compile()
+    import os
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cfg = tmp_path / 'c.py'
+    cfg.write_text('compile = True\n')
+    script = tmp_path / 'script.py'
+    script.write_text(f"compile = False\nexec(open({os.path.join(root, 'configurator.py')!r}).read())\nprint('compile', compile)\n")
+    out = subprocess.run([sys.executable, str(script), str(cfg)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert 'compile True' in out.stdout
