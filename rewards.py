@@ -695,20 +695,25 @@ def _expr_equal(a_text, b_text, cache):
     return sp.simplify(diff) == 0
 
 
-def _items_equal(xs, ys, ordered, cache):
-    if len(xs) != len(ys) or len(xs) > MAX_ELEMENTS:
-        return False
-    if ordered:
-        return all(_expr_equal(x, y, cache) for x, y in zip(xs, ys))
+def _match_unordered(xs, ys, equal):
+    """Every x pairs with a distinct y under `equal` (greedy; lengths already equal)."""
     unused = list(ys)
     for x in xs:
         for k, y in enumerate(unused):
-            if _expr_equal(x, y, cache):
+            if equal(x, y):
                 del unused[k]
                 break
         else:
             return False
     return True
+
+
+def _items_equal(xs, ys, ordered, cache):
+    if len(xs) != len(ys) or len(xs) > MAX_ELEMENTS:
+        return False
+    if ordered:
+        return all(_expr_equal(x, y, cache) for x, y in zip(xs, ys))
+    return _match_unordered(xs, ys, lambda x, y: _expr_equal(x, y, cache))
 
 
 def _structures_equal(sa, sb, cache):
@@ -726,17 +731,7 @@ def _structures_equal(sa, sb, cache):
     if ka == "matrix":
         return len(ia) == len(ib) and all(_items_equal(x, y, True, cache) for x, y in zip(ia, ib))
     if ka == "union":
-        if len(ia) != len(ib):
-            return False
-        unused = list(ib)
-        for x in ia:
-            for k, y in enumerate(unused):
-                if _structures_equal(x, y, cache):
-                    del unused[k]
-                    break
-            else:
-                return False
-        return True
+        return len(ia) == len(ib) and _match_unordered(ia, ib, lambda x, y: _structures_equal(x, y, cache))
     return False
 
 
