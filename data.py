@@ -47,7 +47,6 @@ import json
 import os
 import random
 import re
-import sys
 import time
 
 import torch
@@ -286,7 +285,7 @@ def validate_record(rec, where='record'):
 
 
 # jsonl I/O lives in common.py (atomic writes, file:line errors); re-exported here for data users
-from common import read_jsonl, write_jsonl  # noqa: E402
+from common import read_jsonl, write_jsonl  # noqa: E402,F401
 
 
 # -----------------------------------------------------------------------------

@@ -606,7 +606,7 @@ def main():
         report = write_report(summary, os.path.join(out_dir, 'report.md'),
                               plot_path=os.path.join(out_dir, 'accuracy_vs_ratio.png') if plot else None)
         if report_path:
-            atomic_write_text(report_path, report.replace('](accuracy_vs_ratio.png)', f'](' + os.path.relpath(
+            atomic_write_text(report_path, report.replace('](accuracy_vs_ratio.png)', '](' + os.path.relpath(
                 os.path.join(out_dir, 'accuracy_vs_ratio.png'), os.path.dirname(os.path.abspath(report_path))) + ')'))
         print0(report)
     barrier()

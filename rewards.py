@@ -262,7 +262,7 @@ _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)"
 _PLAIN = re.compile(rf"({_NUM})")
 _SLASH = re.compile(rf"({_NUM})/({_NUM})")
 _FRAC = re.compile(rf"([-+]?)\\frac\{{({_NUM})\}}\{{({_NUM})\}}")
-_MIXED = re.compile(rf"([-+]?\d+)\\frac\{{(\d+)\}}\{{(\d+)\}}")
+_MIXED = re.compile(r"([-+]?\d+)\\frac\{(\d+)\}\{(\d+)\}")
 
 
 def parse_number(s):

@@ -41,7 +41,6 @@ for GPU runs and has NOT been run yet: no GPU was available when it was written.
 Run the tests with `python -m pytest tests/test_sampler.py` and the speed comparison
 against transformers with `python bench_sampler.py`.
 """
-import math
 
 import torch
 

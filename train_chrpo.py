@@ -137,7 +137,7 @@ def teacher_row(item, rows_by_budget, solve_share):
             'ref_full_len': ref_full_len, 'cots': cots}
 
 
-def compute_teacher_budgets(model, tok, items, path, rank, world, device):
+def compute_teacher_budgets(model, tok, items, path, rank, world):
     """Label every item (resumable: rows already in `path` are kept, the rest appended in
     chunks). Each rank samples its strided share of a chunk; rank 0 appends the rows."""
     from common import append_jsonl, barrier, print0, read_jsonl_tolerant
@@ -332,9 +332,9 @@ def step_questions(n_items, step, per_step, run_seed):
 
 
 def main():
-    from common import (find_checkpoint, load_train_state, print0, read_jsonl, rng_state, save_checkpoint,
-                        set_rng_state, setup_dist, seed_everything, append_jsonl, all_reduce_sum, barrier,
-                        cleanup_dist)
+    from common import (append_jsonl, all_reduce_sum, barrier, cleanup_dist, find_checkpoint, load_train_state,
+                        print0, read_jsonl, read_jsonl_tolerant, rng_state, save_checkpoint, seed_everything,
+                        set_rng_state, setup_dist)
     from data import load_tokenizer
     from evaluate import sample_and_grade
     from model import Qwen3
@@ -369,12 +369,11 @@ def main():
     # ---- phase 1: teacher budgets (from the initial SFT model; skipped when cached and complete)
     if stage in ('teacher', 'all'):
         teacher_model = model if ckpt is None else Qwen3.from_pretrained(init_from, dtype=tdtype, device=device)
-        compute_teacher_budgets(teacher_model, tok, items, t_path, rank, world, device)
+        compute_teacher_budgets(teacher_model, tok, items, t_path, rank, world)
         del teacher_model
         if stage == 'teacher':
             cleanup_dist()
             return
-    from common import read_jsonl_tolerant
     teacher = {r['id']: r for r in read_jsonl_tolerant(t_path)}
     missing = [it['id'] for it in items if it['id'] not in teacher]
     if missing:
@@ -514,7 +513,7 @@ def param_digest(model):
 def _config_snapshot():
     g = globals()
     return {k: g[k] for k in list(g) if not k.startswith('_') and isinstance(g[k], (int, float, str, bool, dict, list))
-            and k.islower() and k not in ('BUDGET_VALUES',)}
+            and k.islower()}
 
 
 if __name__ == '__main__':

@@ -1,6 +1,5 @@
 """model.py against transformers' Qwen3ForCausalLM, checkpoint I/O both ways, the KV cache,
 bidirectional mode, and clear errors on broken checkpoints."""
-import json
 import os
 
 import pytest
