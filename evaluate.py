@@ -26,7 +26,9 @@ samples) on each row, i.e. the amortized per-sample latency of batched decoding.
 paper's "latency per instance" is the sum of latency_s over a row's samples / #questions.
 
 Metrics per (benchmark, model, mode), see `summarize`:
-  accuracy       mean(correct) over all samples
+  accuracy       mean(correct) over all samples; accuracy_ci95 its 95% half-width over
+                 questions (`mean_ci95`); acc_diff_vs_ref / acc_diff_ci95 the accuracy minus
+                 the reference row's, paired over the shared questions, and its half-width
   think_tokens   mean think tokens over samples with a closed think
   act_ratio      think_tokens / think_tokens of the reference row. Reference: the 'base'
                  model's 'base' mode on the same benchmark; if absent, the same model's
@@ -227,6 +229,40 @@ def per_question_think(samples):
     return {k: sum(v) / len(v) for k, v in acc.items()}
 
 
+def per_question_accuracy(samples):
+    """id -> mean correctness over the question's samples."""
+    acc = {}
+    for s in samples:
+        acc.setdefault(str(s['id']), []).append(float(bool(s['correct'])))
+    return {k: sum(v) / len(v) for k, v in acc.items()}
+
+
+def mean_ci95(values):
+    """(mean, 95% half-width) of per-question values: 1.96 * sample std / sqrt(Q). Questions are
+    the independent units (several samples of one question are not), so with n samples per
+    question this is the cluster-robust interval, and for one sample it is the usual binomial
+    normal-approximation interval. Half-width None with fewer than 2 questions."""
+    q = len(values)
+    if q == 0:
+        return None, None
+    m = sum(values) / q
+    if q < 2:
+        return m, None
+    var = sum((v - m) ** 2 for v in values) / (q - 1)
+    return m, 1.96 * math.sqrt(var / q)
+
+
+def paired_accuracy_difference(samples, ref_samples):
+    """Accuracy of `samples` minus accuracy of `ref_samples` over the questions both answered,
+    with the 95% half-width of that difference. Paired per question: the two rows share the
+    questions, so the question-to-question spread cancels and the interval is far narrower than
+    two independent intervals combined (McNemar's setting). Returns (diff, half_width, Q)."""
+    a, b = per_question_accuracy(samples), per_question_accuracy(ref_samples)
+    common = [k for k in a if k in b]
+    diff, hw = mean_ci95([a[k] - b[k] for k in common])
+    return diff, hw, len(common)
+
+
 def budget_following(samples, ref_think, tol=0.1):
     """Realized ratio r = think tokens / the same question's reference think tokens, compared
     with the target (the budget the sample ran under). Returns (mean |r - target|, share
@@ -279,6 +315,10 @@ def summarize(results, reference_model='base'):
                'reference': '/'.join(['base' if x == 'none' else x for x in ref[1:]]) if ref else None,
                'closed_think_rate': _mean([float(s.get('think_tokens') is not None) for s in samples]),
                'truncated_rate': _mean([float(s.get('finish_reason') != 'stop') for s in samples])}
+        row['accuracy_ci95'] = mean_ci95(list(per_question_accuracy(samples).values()))[1]
+        if ref and ref != key:  # accuracy difference to the reference row, paired over questions
+            d, hw, _ = paired_accuracy_difference(samples, results[ref])
+            row.update({'acc_diff_vs_ref': d, 'acc_diff_ci95': hw})
         err, within, cnt = budget_following(samples, per_question_think(results[ref]) if ref else {})
         row.update({'budget_abs_err': err, 'budget_within_0.1': within, 'budget_n': cnt})
         if mode == 'auto':
@@ -336,7 +376,8 @@ def write_report(summary_rows, out_path, title='Extra-CoT evaluation', plot_path
     benches = list(dict.fromkeys(r.get('benchmark', 'synthetic') for r in rows))
     pairs = list(dict.fromkeys((r['model'], r['mode']) for r in rows))
     cell = {(r.get('benchmark', 'synthetic'), r['model'], r['mode']): r for r in rows}
-    lines = [f'# {title}', '', 'think tokens / accuracy % (ActRatio); think tokens are counted inside a closed '
+    lines = [f'# {title}', '', 'think tokens / accuracy % ± 95% half-width (ActRatio) [accuracy difference to the '
+             'reference row ± its paired 95% half-width, points]; think tokens are counted inside a closed '
              '`<think>..</think>` only; truncated or unboxed answers count as wrong.', '']
     lines += ['| method / mode | ' + ' | '.join(benches) + ' |', '|---|' + '---|' * len(benches)]
     for m, md in pairs:
@@ -347,7 +388,10 @@ def write_report(summary_rows, out_path, title='Extra-CoT evaluation', plot_path
                 cells.append('-')
                 continue
             ratio = f" ({r['act_ratio']:.2f})" if r.get('act_ratio') is not None else ''
-            cells.append(f"{_fmt(r.get('think_tokens'), '.0f')} / {100 * r['accuracy']:.1f}{ratio}")
+            ci = f" ± {100 * r['accuracy_ci95']:.1f}" if r.get('accuracy_ci95') is not None else ''
+            diff = (f" [{100 * r['acc_diff_vs_ref']:+.1f} ± {100 * r['acc_diff_ci95']:.1f}]"
+                    if r.get('acc_diff_ci95') is not None else '')
+            cells.append(f"{_fmt(r.get('think_tokens'), '.0f')} / {100 * r['accuracy']:.1f}{ci}{ratio}{diff}")
         lines.append(f'| {_row_label(m, md)} | ' + ' | '.join(cells) + ' |')
     # budget following
     bf = [r for r in rows if r.get('budget_n')]
@@ -418,11 +462,13 @@ def write_plot(summary_rows, path):
         for m in dict.fromkeys(r['model'] for r in pts):
             mp = sorted([r for r in pts if r['model'] == m], key=lambda r: r['act_ratio'])
             line = [r for r in mp if r['mode'] != 'auto']  # fixed budgets (and base) as a curve
-            color = ax.plot([r['act_ratio'] for r in line], [100 * r['accuracy'] for r in line], 'o-', label=m)[0].get_color() if line else None
+            err = lambda rs: [100 * (r.get('accuracy_ci95') or 0.0) for r in rs]  # 95% half-widths
+            color = ax.errorbar([r['act_ratio'] for r in line], [100 * r['accuracy'] for r in line], yerr=err(line),
+                                fmt='o-', capsize=3, label=m)[0].get_color() if line else None
             for r in mp:  # POLICY is one operating point: a star in the model's color
                 if r['mode'] == 'auto':
-                    ax.plot([r['act_ratio']], [100 * r['accuracy']], '*', ms=12, color=color,
-                            label=None if line else m)
+                    ax.errorbar([r['act_ratio']], [100 * r['accuracy']], yerr=err([r]), fmt='*', ms=12, capsize=3,
+                                color=color, label=None if line else m)
             for r in mp:
                 ax.annotate(MODE_LABELS.get(r['mode'], r['mode']) if r['mode'] != 'base' else 'base',
                             (r['act_ratio'], 100 * r['accuracy']), fontsize=7, xytext=(3, 3), textcoords='offset points')

@@ -69,8 +69,20 @@ teacher budget g* (None: all-fail question), correct, valid (check_integrity).
     incorrect, c >= g*:  -lambda_over                         ... this (lambda_under > lambda_over)
 
 Defaults (DEFAULTS below) are ours, not the paper's; every one can be overridden by keyword:
-band 0.1, huber_delta 0.1, w_cal 0.5, w_short 0.3, kappa 0.2, w_mode 0.5, lambda_under 0.6,
+band 0.1, huber_delta 0.05, w_cal 1.0, w_short 0.1, kappa 0.06, w_mode 0.5, lambda_under 0.6,
 lambda_over 0.2, tier_clip 0.45, invalid_reward -1.0.
+
+Honest budgets (why calibration outweighs shortness): R_main is credited to the think and
+answer tokens, not to the control token, so whatever it pays for short thinking teaches the
+body to write below the budget it chose. With the earlier constants (w_cal 0.5, delta 0.1,
+w_short 0.3, kappa 0.2) a correct c = 1.0 rollout at r = 0.76 netted +0.027 over meeting its
+budget, and CHRPO learned to choose <COMP_100> and then under-run it. Now past the band the
+penalty grows with slope w_cal = 1.0 (after the short quadratic zone of width delta) while
+the bonus grows with slope w_short = 0.1, so under-running the chosen budget loses; and at a
+fixed r, a budget whose band does not contain r always earns less in R_main than the budget
+whose band does (`honest budgets`, a test). The shortness preference across budgets is the
+control token's business (R_ctrl against g*); the bonus here is a small tie-breaker, capped
+at kappa.
 
 Degenerate output (is_degenerate): with at least degen_min_tokens tokens, either fewer than
 degen_min_distinct of its 4-grams are distinct (the text is mostly a copy of itself), or it
@@ -89,10 +101,10 @@ from fractions import Fraction
 
 DEFAULTS = dict(
     band=0.1,               # |r - c| <= band is calibrated: no penalty
-    huber_delta=0.1,        # Huber (smooth-L1) switch from quadratic to linear
-    w_cal=0.5,              # weight of the calibration penalty
-    w_short=0.3,            # shortness bonus per unit of (1 - r) for correct rollouts
-    kappa=0.2,              # progress cap: most a correct rollout earns for being short
+    huber_delta=0.05,       # Huber (smooth-L1) switch from quadratic to linear
+    w_cal=1.0,              # weight of the calibration penalty (slope past the band: > w_short, see below)
+    w_short=0.1,            # shortness bonus per unit of (1 - r) for correct rollouts
+    kappa=0.06,             # progress cap: most a correct rollout earns for being short
     w_mode=0.5,             # scale of the incorrect-rollout mode penalty inside R_main
     lambda_under=0.6,       # failing with c < g* (compressed below the teacher budget)
     lambda_over=0.2,        # failing with c >= g* (milder: the budget was not the problem)

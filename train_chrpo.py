@@ -23,8 +23,8 @@ Two phases:
    Per rollout (rewards.py): chosen budget c (first generated token), realized ratio
    r = think_tokens / L, correct, valid -> R_main and R_ctrl. Advantages are normalized
    within each group, separately for the two rewards:
-       A_main_i = (R_main_i - mean_g R_main) / (std_g R_main + 1e-6)     (0 if std_g = 0)
-       A_ctrl_i = (R_ctrl_i - mean_g R_ctrl) / (std_g R_ctrl + 1e-6)
+       A_main_i = (R_main_i - mean_g R_main) / (max(std_g R_main, adv_std_floor) + 1e-6)  (0 if std_g = 0)
+       A_ctrl_i = (R_ctrl_i - mean_g R_ctrl) / (max(std_g R_ctrl, adv_std_floor) + 1e-6)
    Placement: A_ctrl goes to the control token (response token 0) only, A_main to every
    other response token. Without R_ctrl (ablation `use_ctrl_reward=False`) the control
    token gets A_main like the rest.
@@ -91,6 +91,7 @@ reward_overrides = {}              # e.g. {'kappa': 0.3, 'lambda_under': 0.8}
 use_ctrl_reward = True             # False = the "without R_ctrl" ablation
 use_mode_term = True               # False = the "without R_mode" ablation
 skip_uniform_groups = True         # drop groups whose rewards are all equal
+adv_std_floor = 0.25               # group std is floored here before dividing (see group_advantages)
 # run
 seed = 1337
 ckpt_interval = 10                 # steps between checkpoints
@@ -197,13 +198,17 @@ def rollout_reward(sample, teacher):
     return rm, rc, {'valid': valid, 'c': c, 'r': r}
 
 
-def group_advantages(rewards_in_group):
-    """(R - mean) / (std + 1e-6) within one group (population std); all-equal -> zeros."""
+def group_advantages(rewards_in_group, std_floor=0.0):
+    """(R - mean) / (max(std, std_floor) + 1e-6) within one group (population std); all-equal
+    -> zeros. Why the floor: in a group where every rollout is correct, R_main differs only by
+    the small shaping terms (a few hundredths); dividing by that tiny std would turn them into
+    unit-size advantages on every think token, the same push a right-vs-wrong gap gets. With the
+    floor such a group moves the policy in proportion to what is actually at stake."""
     t = torch.tensor(rewards_in_group, dtype=torch.float64)
     std = t.std(unbiased=False)
     if std < 1e-8:
         return [0.0] * len(rewards_in_group)
-    return ((t - t.mean()) / (std + 1e-6)).tolist()
+    return ((t - t.mean()) / (max(float(std), std_floor) + 1e-6)).tolist()
 
 
 def token_advantages(n_tokens, a_main, a_ctrl, use_ctrl=True):
@@ -440,8 +445,8 @@ def main():
                 if info['r'] is not None:
                     stats['ratio_n'] += 1
                     stats['ratio'] += info['r']
-            a_main = group_advantages(r_main)
-            a_ctrl = group_advantages(r_ctrl) if use_ctrl_reward else [0.0] * len(group)
+            a_main = group_advantages(r_main, adv_std_floor)
+            a_ctrl = group_advantages(r_ctrl, adv_std_floor) if use_ctrl_reward else [0.0] * len(group)
             if skip_uniform_groups and not any(a_main) and not any(a_ctrl):
                 skipped += 1
                 continue

@@ -425,14 +425,41 @@ def cot_units(cot, spans):
     return [u for u in units if u[2]]
 
 
+def group_drop_runs(cot, units, scores):
+    """Coarser units where the classifier drops: consecutive plain words whose best token
+    scores <= 0 (predicted drop) merge into one unit that ends at a clause mark (. , ; : ? !).
+    Why: the annotations are binary, so the ranking among drop words is arbitrary; selected
+    word by word, a budget above the decisive share filled itself with function words torn
+    out of filler ("the with the at ..."), which the SFT model then imitated. As whole
+    clauses, filler enters a compressed CoT readable, or not at all. Decisive words and
+    formulas stay units of their own. A merged run is marked is_formula=None (scored by its mean)."""
+    out, run = [], []
+
+    def flush():
+        if run:
+            out.append((run[0][0], run[-1][1], [i for u in run for i in u[2]], None if len(run) > 1 else False))
+            run.clear()
+    for u in units:
+        if not u[3] and max(scores[i] for i in u[2]) <= 0:
+            run.append(u)
+            if cot[u[1] - 1] in '.,;:?!':
+                flush()
+        else:
+            flush()
+            out.append(u)
+    flush()
+    return out
+
+
 def select_units(units, scores, ratio):
     """Indices of the kept units (text order): best unit score first, a unit taken when it
     brings the kept count closer to target = round(n*ratio): 2*(kept + size - target) <= size."""
     n = sum(len(u[2]) for u in units)
     target = round_half_up(n * ratio)
-    # a formula scores its mean token score; a plain word its best token, so that '12.' is not
-    # dragged down by its period
-    mean = [sum(scores[i] for i in u[2]) / len(u[2]) if u[3] else max(scores[i] for i in u[2]) for u in units]
+    # a formula or a merged drop run scores its mean token score; a plain word its best token,
+    # so that '12.' is not dragged down by its period
+    mean = [max(scores[i] for i in u[2]) if u[3] is False else sum(scores[i] for i in u[2]) / len(u[2])
+            for u in units]
     kept, total = [], 0
     for j in sorted(range(len(units)), key=lambda j: -mean[j]):
         size = len(units[j][2])
@@ -488,7 +515,7 @@ def compress_batch(model, tok, pairs, ratios, reasoning_tok=None, max_len=4096, 
     rtok = reasoning_tok or tok
     out = []
     for (q, cot), (spans, scores) in zip(pairs, score_cots(model, tok, pairs, max_len, batch_size=batch_size)):
-        units = cot_units(cot, spans)
+        units = group_drop_runs(cot, cot_units(cot, spans), scores)
         n_orig = len(rtok.encode(cot.strip()))
         if n_orig == 0:
             raise ValueError(f'compress: empty CoT for question {q[:60]!r}')

@@ -8,7 +8,7 @@ model_modes = {'base': ['base'],
 optional_models = []  # every stage of the speedrun must have produced its checkpoint
 benchmarks = ['synthetic']
 data_dir = 'out/data'
-max_items = 600  # of the 1000 test questions: +-2 points (1 sd) at the speedrun's time budget; 0 = all
+max_items = 0  # all test questions
 n_samples = 1
 temperature = 0.7
 top_p = 0.9

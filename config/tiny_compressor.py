@@ -25,7 +25,8 @@ patience = 2
 base_ckpt = 'out/base/ckpt'
 build_max_questions = 1500  # of the 2000-question SFT pool
 build_n_samples = 1
-build_temperature = 0.7
+build_temperature = 0.3       # own CoTs at low temperature: at 0.7 correct answers often came from CoTs
+                              # that misread the question (wrong name or start value), which SFT then imitates
 build_top_p = 0.9
 build_max_new_tokens = 384
 compress_ratios = [0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9]

@@ -219,3 +219,12 @@ def test_kill_and_resume_reaches_same_weights_as_uninterrupted_run(rl_setup, tmp
     assert (killed / 'param_digest.rank0.txt').read_text() == (full / 'param_digest.rank0.txt').read_text()
     steps = [json.loads(l)['step'] for l in (killed / 'metrics.jsonl').read_text().splitlines()]
     assert steps == [1, 2, 3]
+
+
+def test_group_std_floor_keeps_small_shaping_differences_small():
+    # all correct, R_main differing by 0.02: without a floor these become +-1 advantages
+    shaped = [1.02, 1.0, 1.02, 1.0]
+    assert tc.group_advantages(shaped) == pytest.approx([1, -1, 1, -1], abs=1e-4)
+    assert tc.group_advantages(shaped, std_floor=0.25) == pytest.approx([0.04, -0.04, 0.04, -0.04], abs=1e-4)
+    # a right-vs-wrong group (std 0.5) is above the floor: unchanged
+    assert tc.group_advantages([1.0, 0.0, 0.0, 1.0], std_floor=0.25) == pytest.approx([1, -1, -1, 1], abs=1e-5)

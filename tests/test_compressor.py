@@ -123,8 +123,8 @@ def test_compress_hits_ratio_and_keeps_formulas_whole(tok, seed):
     model = random_model(tok, seed)
     ratios = [0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0]
     rows = tc.compress_batch(model, tok, [('How many apples?', COT)], ratios)[0]
-    _, spans = tc.token_spans(tok, COT)
-    units = tc.cot_units(COT, spans)
+    spans, scores = tc.score_cots(model, tok, [('How many apples?', COT)])[0]
+    units = tc.group_drop_runs(COT, tc.cot_units(COT, spans), scores)
     biggest = max(len(u[2]) for u in units)
     orig_formulas = {COT[a:b] for a, b in tc.formula_spans(COT)}
     assert {'12 + 7 = 19', '19 - 4 = 15', '$x + 1 = 2$'} <= orig_formulas
@@ -156,6 +156,32 @@ def test_compress_keeps_highest_scoring_units_in_original_order(tok):
     kept, total, _ = tc.select_units(units, scores, 2 / n)
     assert [words[j] for j in kept] == ['3', '9'] and total == 2
     assert tc.render_units(cot, units, kept) == '3 9'
+
+
+def test_filler_enters_a_compression_as_whole_clauses_never_torn_words(tok):
+    # decisive words score high, every other word low: above the decisive share the budget is
+    # filled with whole drop clauses, so no clause is ever cut into loose function words
+    cot = 'Okay, let me think about this. Mia has 12 apples. Hmm, so that was the count. The answer is 12.'
+    _, spans = tc.token_spans(tok, cot)
+    keep_words = {'Mia', 'has', '12', 'apples.', 'answer', 'is', '12.'}
+    units = tc.cot_units(cot, spans)
+    scores = [0.0] * len(spans)
+    for u in units:
+        for i in u[2]:
+            scores[i] = 3.0 if cot[u[0]:u[1]] in keep_words else -1.0 - 0.01 * u[0]
+    grouped = tc.group_drop_runs(cot, units, scores)
+    texts = [cot[u[0]:u[1]] for u in grouped]
+    assert 'Okay,' in texts and 'let me think about this.' in texts and 'Hmm,' in texts
+    assert 'so that was the count.' in texts and 'The' in texts  # 'The' alone: a decisive word follows
+    n = sum(len(u[2]) for u in grouped)
+    for g in (0.3, 0.5, 0.7, 0.9):
+        kept, _, _ = tc.select_units(grouped, scores, g)
+        out = tc.render_units(cot, grouped, kept)
+        assert 'Mia has 12 apples.' in out  # decisive words first
+        for clause in ('let me think about this.', 'so that was the count.'):
+            words = clause.split()
+            present = [w for w in words if f' {w} ' in f' {out} ']
+            assert len(present) in (0, len(words)) or clause in out, (g, out)
 
 
 def test_rebucket_takes_nearest_compression_within_tolerance():

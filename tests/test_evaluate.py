@@ -219,9 +219,9 @@ def test_write_report_has_paper_layout_cells(tmp_path):
     text = evaluate.write_report(rows, str(tmp_path / 'r.md'))
     assert (tmp_path / 'r.md').read_text() == text
     assert '| method / mode | syn |' in text
-    assert '| base model | 150 / 50.0 (1.00) |' in text
-    assert '| sft 0.2 | 45 / 100.0 (0.30) |' in text
-    assert '| sft POLICY | 75 / 33.3 (0.50) |' in text
+    assert '| base model | 150 / 50.0 ± 98.0 (1.00) |' in text  # 2 questions [1, 0]: 1.96 * sqrt(0.5 / 2)
+    assert '| sft 0.2 | 45 / 100.0 ± 0.0 (0.30) [+50.0 ± 98.0] |' in text
+    assert '| sft POLICY | 75 / 33.3 ± 65.3 (0.50) [+0.0 ± 0.0] |' in text
     assert '## Budget following' in text and '## POLICY mode: chosen budgets' in text
     assert '| syn | sft | 1 (33%) | 0 (0%) | 1 (33%) |' in text
 
@@ -313,3 +313,35 @@ def test_killed_run_resumes_from_partial_file(corpus_and_tok, tmp_path, monkeypa
     assert seen == [[r['id'] for r in corpus['test'][2:4]]]  # only the unfinished chunk
     path = evaluate.samples_path(str(tmp_path / 'eval'), 'base', 'base', bench)
     assert [s['id'] for s in evaluate.read_jsonl(path)] == [r['id'] for r in corpus['test'][:4]]
+
+
+def test_accuracy_intervals_match_hand_computed_binomial_and_paired_values():
+    # 4 questions, one sample each: a = [1, 1, 0, 1], reference b = [1, 0, 0, 0]
+    a = [{'id': i, 'correct': c} for i, c in enumerate([1, 1, 0, 1])]
+    b = [{'id': i, 'correct': c} for i, c in enumerate([1, 0, 0, 0])]
+    m, hw = evaluate.mean_ci95(list(evaluate.per_question_accuracy(a).values()))
+    # sample variance of [1,1,0,1]: mean 0.75, sum sq dev 0.75, / 3 = 0.25 -> se = sqrt(0.25/4) = 0.25
+    assert m == 0.75 and abs(hw - 1.96 * 0.25) < 1e-12
+    d, dhw, q = evaluate.paired_accuracy_difference(a, b)
+    # per-question differences [0, 1, 0, 1]: mean 0.5, sample var 1/3 -> se = sqrt(1/12)
+    assert q == 4 and d == 0.5 and abs(dhw - 1.96 * (1 / 12) ** 0.5) < 1e-12
+    # several samples per question: the question (not the sample) is the unit
+    two = [{'id': i // 2, 'correct': c} for i, c in enumerate([1, 0, 1, 1, 0, 0])]
+    m2, hw2 = evaluate.mean_ci95(list(evaluate.per_question_accuracy(two).values()))
+    vals = [0.5, 1.0, 0.0]
+    var = sum((v - 0.5) ** 2 for v in vals) / 2
+    assert m2 == 0.5 and abs(hw2 - 1.96 * (var / 3) ** 0.5) < 1e-12
+
+
+def test_summary_rows_carry_intervals_and_report_prints_them(tmp_path):
+    base = [{'id': i, 'correct': i % 2 == 0, 'think_tokens': 100, 'finish_reason': 'stop', 'budget': None}
+            for i in range(10)]
+    sft = [{'id': i, 'correct': i % 5 != 0, 'think_tokens': 40, 'finish_reason': 'stop', 'budget': 0.4}
+           for i in range(10)]
+    rows = evaluate.summarize({('synthetic', 'base', 'none'): base, ('synthetic', 'sft', '0.4'): sft})
+    by = {(r['model'], r['mode']): r for r in rows}
+    assert 'acc_diff_vs_ref' not in by[('base', 'base')]
+    r = by[('sft', '0.4')]
+    assert abs(r['acc_diff_vs_ref'] - (0.8 - 0.5)) < 1e-12 and r['acc_diff_ci95'] > 0
+    text = evaluate.write_report(rows, str(tmp_path / 'report.md'))
+    assert f"40 / 80.0 ± {100 * r['accuracy_ci95']:.1f} (0.40) [+30.0 ± {100 * r['acc_diff_ci95']:.1f}]" in text

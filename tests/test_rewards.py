@@ -318,7 +318,7 @@ def test_calibration_zero_inside_band_and_huber_outside():
             assert pen == pytest.approx(ref, abs=1e-12)
             assert pen > 0
     # quadratic just past the band (doubling the excess quadruples it), linear far away
-    p1, p2 = calibration_penalty(0.4, 0.52), calibration_penalty(0.4, 0.54)
+    p1, p2 = calibration_penalty(0.4, 0.4 + band + delta / 4), calibration_penalty(0.4, 0.4 + band + delta / 2)
     assert p2 == pytest.approx(4 * p1)
     far = [calibration_penalty(0.2, 0.2 + band + delta + k * 0.1) for k in range(4)]
     steps = [b - a for a, b in zip(far, far[1:])]
