@@ -326,3 +326,41 @@ def test_one_real_step_improves_the_rewarded_rollout(loop_run, tok):
     delta = lambda ro: (sum(tempered_logprobs(new, prompt, rollout_ids(tok, *ro), T))
                         - sum(tempered_logprobs(init, prompt, rollout_ids(tok, *ro), T)))
     assert delta(best) > delta(worst) + 0.05
+
+
+def test_policy_update_normalizes_each_mini_batch_by_its_own_token_count(tok, monkeypatch):
+    """mu optimizer steps; each divides by the token count of its own mini-batch (every
+    rollout in exactly one), accumulated over micro-batches of at most micro_batch_size."""
+    monkeypatch.setattr(tc, 'mu', 2)
+    monkeypatch.setattr(tc, 'micro_batch_size', 2)
+    model = tiny_model(tok.vocab_size, seed=1)
+    rollouts = [{'prompt_ids': [5, 6], 'tokens': list(range(10, 10 + k)), 'logprobs': [-1.0] * k,
+                 'token_adv': [0.5] * k, 'tag': k} for k in (2, 3, 4, 5, 7)]
+    events = []
+
+    def spy_loss(ddp_model, raw_model, ref_model, mbatch, global_tokens, *a):
+        events.append(('micro', [r['tag'] for r in mbatch], global_tokens))
+        return real_loss(ddp_model, raw_model, ref_model, mbatch, global_tokens, *a)
+
+    class Opt:
+        def step(self):
+            events.append(('step',))
+
+        def zero_grad(self, set_to_none=True):
+            model.zero_grad(set_to_none=set_to_none)
+
+    real_loss = tc.micro_batch_loss
+    monkeypatch.setattr(tc, 'micro_batch_loss', spy_loss)
+    tc.policy_update(model, model, None, Opt(), rollouts, 1, tok.pad_id, 'cpu')
+    assert [e[0] for e in events].count('step') == 2
+    seen, mini = [], []
+    for e in events:
+        if e[0] == 'micro':
+            assert 1 <= len(e[1]) <= 2
+            mini.append(e)
+        else:
+            tags = [t for m in mini for t in m[1]]
+            assert all(m[2] == sum(tags) for m in mini)  # tag = token count of the rollout
+            seen += tags
+            mini = []
+    assert sorted(seen) == [2, 3, 4, 5, 7]
