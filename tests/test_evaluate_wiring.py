@@ -75,8 +75,9 @@ def saved(qid, j, key, output='old'):
 def test_torn_partial_chunk_is_rewritten_and_only_its_questions_resampled(scripted, tmp_path):
     key = evaluate.run_key('ckpt', 'syn', 'base', ITEMS, SETTINGS)
     part = partial_path(tmp_path)
-    # q0 complete, q1 torn (1 of 2 samples), a stale row of another run, then a line torn mid-write
-    evaluate.write_jsonl(part, [saved('q0', 0, key), saved('q0', 1, key), saved('q1', 0, key),
+    # q0 complete (its samples in either order), q1 torn (1 of 2 samples), rows of another run,
+    # then a line torn mid-write
+    evaluate.write_jsonl(part, [saved('q0', 1, key), saved('q0', 0, key), saved('q1', 0, key),
                                 saved('q2', 0, 'stale'), saved('q2', 1, 'stale')])
     with open(part, 'a') as f:
         f.write('{"id": "q1", "sam')
