@@ -139,9 +139,26 @@ def write_jsonl(path, rows):
     atomic_write_text(path, ''.join(json.dumps(r) + '\n' for r in rows))
 
 
+def drop_torn_tail(path):
+    """Cut a torn last line (no trailing newline: a kill mid-append) off `path`, so that the
+    next append starts a fresh line instead of gluing onto the fragment."""
+    if not os.path.exists(path):
+        return
+    with open(path, 'rb+') as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() == 0:
+            return
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) == b'\n':
+            return
+        f.seek(0)
+        f.truncate(f.read().rfind(b'\n') + 1)
+
+
 def append_jsonl(path, row):
     """Append one line and flush: a killed process loses at most the line being written;
-    readers (read_jsonl_tolerant) drop a torn last line."""
+    readers (read_jsonl_tolerant) drop a torn last line, and the next append cuts it off."""
+    drop_torn_tail(path)
     with open(path, 'a') as f:
         f.write(json.dumps(row) + '\n')
         f.flush()

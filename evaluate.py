@@ -55,8 +55,8 @@ import time
 import torch
 
 from common import (atomic_write_json, atomic_write_text, barrier, cleanup_dist,
-                    find_checkpoint, is_main, print0, read_jsonl, read_jsonl_tolerant, setup_dist,
-                    write_jsonl)
+                    drop_torn_tail, find_checkpoint, is_main, print0, read_jsonl, read_jsonl_tolerant,
+                    setup_dist, write_jsonl)
 
 # -----------------------------------------------------------------------------
 # config (embedded default; config/eval_*.py override)
@@ -544,6 +544,7 @@ def evaluate_pair(model, tok, ckpt, model_name, mode, bench, items, rank, world,
         return done
     os.makedirs(out_dir, exist_ok=True)
     part = f'{path}.rank{rank}of{world}.partial'
+    drop_torn_tail(part)  # a line torn by a kill: the next append must not glue onto it
     prior = [r for r in read_jsonl_tolerant(part) if r.get('run_key') == key]
     finished = {}
     for r in prior:

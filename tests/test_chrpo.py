@@ -202,23 +202,29 @@ def test_two_rank_torchrun_step_leaves_identical_weights(rl_setup, tmp_path):
     assert tc.param_digest(init) != d0  # the step did change the weights
     rows = [json.loads(l) for l in (out / 'metrics.jsonl').read_text().splitlines()]
     assert [r['step'] for r in rows] == [1, 2] and rows[0]['time_sample_s'] > 0
+    # each rank samples its own half of every step's questions; together exactly the step's questions
+    ids = [json.loads(l)['id'] for l in open(rl_setup['rl'])]
+    per_rank = [[json.loads(l) for l in (out / f'questions.rank{r}.jsonl').read_text().splitlines()] for r in (0, 1)]
+    for step in range(2):
+        want = [ids[i] for i in tc.step_questions(len(ids), step, 4, tc.seed)]
+        assert per_rank[0][step] == want[0::2] and per_rank[1][step] == want[1::2]
 
 
 def test_kill_and_resume_reaches_same_weights_as_uninterrupted_run(rl_setup, tmp_path):
     full = tmp_path / 'full'
-    _run([sys.executable, 'tests/chrpo_worker.py', *_args(rl_setup, full, max_iters=3, ckpt_interval=1)])
+    _run([sys.executable, 'tests/chrpo_worker.py', *_args(rl_setup, full, max_iters=2, ckpt_interval=1)])
     killed = tmp_path / 'killed'
-    p = _run([sys.executable, 'tests/chrpo_worker.py', *_args(rl_setup, killed, max_iters=3, ckpt_interval=1)],
-             env_extra={'CHRPO_DIE_AFTER_CKPT': '2'}, check=False)
+    p = _run([sys.executable, 'tests/chrpo_worker.py', *_args(rl_setup, killed, max_iters=2, ckpt_interval=1)],
+             env_extra={'CHRPO_DIE_AFTER_CKPT': '1'}, check=False)
     assert p.returncode == 9
     state = torch.load(killed / 'ckpt' / 'train_state.pt', weights_only=False)
-    assert state['step'] == 2
-    p = _run([sys.executable, 'tests/chrpo_worker.py', *_args(rl_setup, killed, max_iters=3, ckpt_interval=1,
+    assert state['step'] == 1
+    p = _run([sys.executable, 'tests/chrpo_worker.py', *_args(rl_setup, killed, max_iters=2, ckpt_interval=1,
                                                                resume=True)])
-    assert 'resumed at step 2' in p.stdout + p.stderr
+    assert 'resumed at step 1' in p.stdout + p.stderr
     assert (killed / 'param_digest.rank0.txt').read_text() == (full / 'param_digest.rank0.txt').read_text()
     steps = [json.loads(l)['step'] for l in (killed / 'metrics.jsonl').read_text().splitlines()]
-    assert steps == [1, 2, 3]
+    assert steps == [1, 2]
 
 
 def test_group_std_floor_keeps_small_shaping_differences_small():

@@ -402,9 +402,10 @@ def test_r_ctrl_shape_with_teacher_budget():
 
 
 def test_rollout_rewards_and_overrides():
-    assert rollout_rewards(True, True, 0.4, 0.4, 0.4) == (r_main(True, True, 0.4, 0.4, 0.4),
-                                                           r_ctrl(0.4, 0.4, True))
-    assert r_main(False, False, None, None, None) == DEFAULTS["invalid_reward"]
+    # hand values (constants explicit; more in test_reward_values.py): correct, c = r = g* = 0.4:
+    # R_main = 1 + min(kappa, w_short * 0.6) = 1.18, R_ctrl = 1 - (c - g*) = 1
+    assert rollout_rewards(True, True, 0.4, 0.4, 0.4, kappa=0.3, w_short=0.3) == pytest.approx((1.18, 1.0))
+    assert r_main(False, False, None, None, None, invalid_reward=-1.7) == -1.7
     assert r_main(True, True, 0.2, 0.1, None, kappa=0.05) == pytest.approx(1.05)
     assert mode_term(False, 0.2, 0.2, 0.8, use_mode_term=False) == 0.0
     with pytest.raises(KeyError, match="kapa"):
