@@ -51,6 +51,8 @@ import time
 
 import torch
 
+from grading import find_boxed
+
 # -----------------------------------------------------------------------------
 # modes, budget tokens, chat constants
 
@@ -562,20 +564,9 @@ HUB_DATASETS = {  # short name -> (hub dataset id, subfolder/config hint, defaul
 
 
 def _last_boxed(text):
-    try:
-        from rewards import extract_answer  # the project's extractor, when present
-        return extract_answer(text)
-    except ImportError:
-        pass
-    i = text.rfind('\\boxed{')
-    if i < 0:
-        return None
-    depth, j = 0, i + len('\\boxed{') - 1
-    for k in range(j, len(text)):
-        depth += {'{': 1, '}': -1}.get(text[k], 0)
-        if depth == 0:
-            return text[j + 1:k]
-    return None
+    """The last \\boxed{..} of a MATH solution, or None."""
+    boxes = find_boxed(text)
+    return boxes[-1].strip() if boxes else None
 
 
 def _number_text(x):
