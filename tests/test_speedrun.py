@@ -3,6 +3,7 @@ the report; a second run skips every finished stage."""
 import json
 import os
 import subprocess
+import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STAGES = ['data', 'base', 'compressor', 'sft_ratio', 'teacher', 'policy_data', 'sft', 'chrpo', 'eval']
@@ -10,7 +11,7 @@ STAGES = ['data', 'base', 'compressor', 'sft_ratio', 'teacher', 'policy_data', '
 
 def test_smoke_speedrun_writes_report_and_rerun_skips_finished_stages(tmp_path):
     out = tmp_path / 'out'
-    env = dict(os.environ, OUT=str(out), SKIP_INSTALL='1')
+    env = dict(os.environ, OUT=str(out), SKIP_INSTALL='1', PYTHON=sys.executable)  # this interpreter, as it is
     p = subprocess.run(['bash', 'speedrun.sh', '--smoke'], cwd=ROOT, env=env, capture_output=True, text=True,
                        timeout=600)
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
