@@ -8,7 +8,9 @@ process: forked children, spawned and forked (daemonic) pool workers, and thread
 
 import math
 import multiprocessing as mp
+import os
 import random
+import subprocess
 import sys
 import threading
 import time
@@ -21,6 +23,7 @@ import pytest
 import grading
 from grading import extract_answer, find_boxed, is_equiv
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # a stand-in worker that starts but never answers: what a check that hangs looks like
 SILENT_WORKER = [sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(60)"]
 
@@ -397,3 +400,27 @@ def test_daemonic_pool_workers(method):
     with mp.get_context(method).Pool(2) as pool:  # pool processes are daemonic
         got = pool.starmap(is_equiv, [(p, g) for p, g, _ in pairs])
     assert got == [e for _, _, e in pairs]
+
+
+def _gone(pid):
+    """True when pid has exited (a zombie waiting for its reaper counts as exited)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return "\nState:\tZ" in f.read()
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_worker_exits_when_its_parent_dies_without_cleanup():
+    # a parent that dies hard (os._exit: no atexit, no kill) leaves no sympy worker behind
+    code = ("import os, threading, grading\n"
+            "grading.is_equiv('(x+1)^2', 'x^2+2x+1')\n"
+            "print(grading._workers[threading.get_ident()].proc.pid, flush=True)\n"
+            "os._exit(0)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    pid = int(out.stdout.split()[-1])
+    deadline = time.monotonic() + 10
+    while not _gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _gone(pid)
