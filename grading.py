@@ -18,7 +18,8 @@ Equivalence (is_equiv)
    "x =" / "f(x) =" prefixes removed, \\dfrac/\\cfrac -> \\frac, \\dbinom -> \\binom,
    {n \\choose k} -> \\binom{n}{k}, repeating decimals 0.1\\overline{6} -> \\frac{1}{6}, a
    number's base subscript 2516_{8} -> 2516 (the question names the base), scientific
-   notation 3.2\\times 10^{5} -> 3.2e5 ...); equal strings are equivalent. Then plain numbers
+   notation 3.2\\times 10^{5} -> 3.2e5, one variable's range as an interval: x \\le 3 ->
+   (-\\infty,3], 1 < x \\le 3 -> (1,3] ...); equal strings are equivalent. Then plain numbers
    are compared exactly as fractions: integers with thousands separators, decimals,
    e-notation (1.5e-3), a/b, \\frac{a}{b}, \\frac12, mixed numbers (2\\frac{1}{2}, "2 1/2"),
    percents. Integers must match exactly; a non-integer matches within a relative 1e-6
@@ -166,10 +167,13 @@ _CHOOSE = re.compile(r"\{([^{}]*)\\choose([^{}]*)\}")
 _REPEATING = re.compile(r"(\d*)\.(\d{0,30})\\overline\{(\d{1,30})\}")
 _BASE_SUBSCRIPT = re.compile(r"(?<![a-zA-Z\\])(\d+)_\{?(\d{1,2})\}?")
 _SCIENTIFIC = re.compile(r"([-+]?(?:\d+\.?\d*|\.\d+))(?:\\times|\\cdot|\*)10\^\{?([-+]?\d{1,3})\}?")
+_INEQ_ONE = re.compile(r"(\{?[a-zA-Z]\}?)(<|>|\\leq?|\\geq?)([^<>=]+)")       # x\leq3 ({x}: from \le x)
+_INEQ_TWO = re.compile(r"([^<>=]+?)(<|\\leq?)(\{?[a-zA-Z]\}?)(<|\\leq?)([^<>=]+)")  # 1<x\leq3
 _MACRO_ALIASES = [  # spelling variants of one thing -> one spelling
     ("\\dfrac", "\\frac"), ("\\tfrac", "\\frac"), ("\\cfrac", "\\frac"),
     ("\\dbinom", "\\binom"), ("\\tbinom", "\\binom"), ("\\%", "%"),
     ("\\varnothing", "\\emptyset"), ("\\lvert", "|"), ("\\rvert", "|"), ("\\vert", "|"),
+    ("\\langle", "("), ("\\rangle", ")"),  # a vector <1, 2> is the tuple (1, 2)
 ]
 
 
@@ -245,6 +249,19 @@ def _normalize_numbers(s):
     return s
 
 
+def _inequality_to_interval(s):
+    """x\\leq3 -> (-\\infty,3], 1<x\\leq3 -> (1,3]: one variable's range as MATH writes it."""
+    if (m := _INEQ_TWO.fullmatch(s)) and not re.search(r"\\[lg]e", m.group(1) + m.group(5)):
+        lo, op1, _, op2, hi = m.groups()
+        return ("(" if op1 == "<" else "[") + f"{lo},{hi}" + (")" if op2 == "<" else "]")
+    if (m := _INEQ_ONE.fullmatch(s)) and not re.search(r"\\[lg]e", m.group(3)):
+        _, op, bound = m.groups()
+        if op in ("<", ">"):
+            return f"(-\\infty,{bound})" if op == "<" else f"({bound},\\infty)"
+        return f"(-\\infty,{bound}]" if op.startswith("\\le") else f"[{bound},\\infty)"
+    return s
+
+
 def normalize_answer(s):
     """Canonical string form of an answer (see the module docstring)."""
     s = str(s).strip()
@@ -266,6 +283,8 @@ def normalize_answer(s):
         s = s[1:-1]
     if m := _CHOICE.fullmatch(s):  # multiple choice "(c)" -> "C"
         s = m.group(1).upper()
+    if "<" in s or ">" in s or "\\le" in s or "\\ge" in s:
+        s = _inequality_to_interval(s)
     return _normalize_numbers(s)
 
 # -----------------------------------------------------------------------------

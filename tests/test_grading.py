@@ -277,7 +277,14 @@ MATH_FORM_CASES = [
     (r"\varnothing", r"\emptyset", True),
     ("(c)", r"\text{(C)}", True),
     (r"\pi r^2", r"r^2\pi", True),
+    (r"\langle 1, -2 \rangle", "(1,-2)", True),
     (r"50\%", "50", True),  # MATH's convention: the percent sign is dropped
+    # one variable's range: an inequality is its interval
+    (r"x \le 3", r"(-\infty, 3]", True),
+    (r"x > \frac{1}{2}", r"(\frac12, \infty)", True),
+    (r"-2 \le x \le 7", "[-2,7]", True),
+    (r"x < 3", r"(-\infty, 3]", False),
+    (r"x \ge 2", r"(2, \infty)", False),
 ]
 
 
