@@ -34,13 +34,13 @@ Equivalence (is_equiv)
    expressions with symbols at three fixed pseudo-random points; sympy.simplify is the
    fallback when a point cannot be evaluated. An odd root of a negative number is real.
 
-Conventions, chosen to match what MATH/AMC graders expect (MATH's reference normalizer,
-math-verify, and the answers themselves: MATH-500 writes complex answers as 3+4i and uses
-e only as Euler's number):
-- `i` is the imaginary unit and `e` is Euler's number (so \\sqrt{-4} == 2i and
-  e^{i\\pi} == -1); every other letter is a free symbol.
-- A percent sign is dropped: 50\\% equals 50, as MATH's strip_string does; a percent also
-  equals its fraction (50\\% == 0.5), as math-verify does.
+Conventions, chosen for MATH and AMC answers:
+- `i` is the imaginary unit (MATH writes complex answers as 3+4i, so \\sqrt{-4} == 2i) and
+  `e` is Euler's number (e^{i\\pi} == -1; an answer using e as an unknown would be unusual
+  there). Every other letter is a free symbol.
+- A percent sign is dropped: 50\\% equals 50, as MATH's reference normalizer (strip_string,
+  which deletes "\\%") has it; a percent also equals its fraction (50\\% == 0.5), since both
+  spellings answer a "what percent" question.
 
 Safety and time. Cheap guards run first, in the calling process: length <=
 MAX_SYMBOLIC_CHARS, bracket depth <= MAX_NESTING, no huge exponent/factorial literals, only
