@@ -1,5 +1,5 @@
 """
-Benchmark of rewards.is_equiv: checks per second on plain numbers (the common RL case),
+Benchmark of grading.is_equiv: checks per second on plain numbers (the common RL case),
 on a mixed GSM8K/MATH-style list, and the worst-case time on adversarial answers.
 
     python bench_equiv.py            # print the figures
@@ -15,8 +15,8 @@ import random
 import sys
 import time
 
-import rewards
-from rewards import is_equiv
+import grading
+from grading import is_equiv
 
 SEED = 0                # the case lists are generated from this seed
 N_PLAIN = 20000         # plain-number checks timed
@@ -86,7 +86,7 @@ ADVERSARIAL = [
 
 
 def checks_per_second(cases):
-    rewards._symbolic_cache.clear()
+    grading._symbolic_cache.clear()
     t0 = time.perf_counter()
     for pred, gold in cases:
         is_equiv(pred, gold)
@@ -94,7 +94,7 @@ def checks_per_second(cases):
 
 
 def worst_case(cases):
-    rewards._symbolic_cache.clear()
+    grading._symbolic_cache.clear()
     times = []
     for bad in cases:
         t0 = time.perf_counter()
@@ -119,7 +119,7 @@ def main():
     if "--append" in sys.argv[1:]:
         path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "BENCHMARKS.md")
         with open(path, "a") as f:
-            f.write(f"\n## is_equiv (rewards.py) — `python bench_equiv.py`\n"
+            f.write(f"\n## is_equiv (grading.py) — `python bench_equiv.py`\n"
                     f"Machine: 2-core CPU, no GPU (python {platform.python_version()}).\n\n")
             f.write("".join(f"- {line}\n" for line in lines))
         print(f"appended to {path}")

@@ -38,9 +38,9 @@ Decisions recorded here:
   byte-level BPE, specials <|endoftext|> <|im_start|> <|im_end|> first, then <think>
   </think> (added but not "special", as in Qwen3, so skip_special_tokens keeps them),
   then the six budget tokens (special).
-- The saved tokenizer_config.json has no chat_template: the prefix-mirror prompt is
-  rendered by `render_prompt` (Qwen3's template would drop the mirror token, it keeps
-  only what follows <think>).
+- The saved tokenizer_config.json carries CHAT_TEMPLATE: Qwen3's format plus the budget
+  mirror, so apply_chat_template (transformers, vLLM) renders exactly `render_prompt` for
+  every mode (Qwen3's own template would drop the mirrored token).
 """
 import functools
 import json
@@ -50,6 +50,8 @@ import re
 import time
 
 import torch
+
+from grading import find_boxed
 
 # -----------------------------------------------------------------------------
 # modes, budget tokens, chat constants
@@ -347,6 +349,7 @@ class ChatTokenizer:
             'bos_token': config.get('bos_token'), 'unk_token': config.get('unk_token'),
             'model_max_length': config.get('model_max_length', 32768),
             'clean_up_tokenization_spaces': False, 'split_special_tokens': False,
+            'chat_template': CHAT_TEMPLATE,  # ours, also over a loaded Qwen3 template
             'added_tokens_decoder': {str(t['id']): {k: t[k] for k in ('content', 'lstrip', 'normalized',
                                                                      'rstrip', 'single_word', 'special')}
                                      for t in added},
@@ -476,6 +479,63 @@ def render_chat(messages, add_generation_prompt=False):
     return out
 
 
+# The chat template saved with every tokenizer (tokenizer_config.json), so that transformers'
+# apply_chat_template and vLLM's chat endpoint build the prompts the model was trained on.
+# It renders as render_chat above (Qwen3's template for system / user / assistant turns,
+# reasoning_content, enable_thinking=False), plus one rule: when the last message is a user
+# turn ending with a fixed budget token, the generation prompt mirrors it, as render_prompt
+# does. <COMP_AUTO> and no token get the bare '<|im_start|>assistant\n'. Tools and the
+# 'tool' role are not supported (the models here never saw them): it raises.
+CHAT_TEMPLATE = (
+    "{%- set budgets = " + json.dumps([BUDGET_TOKENS[m] for m in FIXED_MODES]) + " %}\n"
+    "{%- if tools %}{{ raise_exception('this model was not trained with tools') }}{% endif %}\n"
+    "{%- set ns = namespace(found=false, last_query=messages|length - 1, budget='') %}\n"
+    "{%- for m in messages[::-1] %}\n"  # the last user turn that is not a tool response
+    "  {%- if not ns.found and m.role == 'user' and m.content is string and not"
+    " (m.content.startswith('<tool_response>') and m.content.endswith('</tool_response>')) %}\n"
+    "    {%- set ns.found = true %}{%- set ns.last_query = (messages|length - 1) - loop.index0 %}\n"
+    "  {%- endif %}\n"
+    "{%- endfor %}\n"
+    "{%- for m in messages %}\n"
+    "  {%- if m.role not in ['system', 'user', 'assistant'] %}"
+    "{{ raise_exception('unsupported role ' + m.role) }}{% endif %}\n"
+    "  {%- set content = m.content if m.content is string else '' %}\n"
+    "  {%- if m.role == 'system' and loop.first %}\n"
+    "    {{- '<|im_start|>system\\n' + m.content + '<|im_end|>\\n' }}\n"
+    "  {%- elif m.role != 'assistant' %}\n"
+    "    {{- '<|im_start|>' + m.role + '\\n' + content + '<|im_end|>\\n' }}\n"
+    "  {%- else %}\n"
+    "    {%- set reasoning = '' %}\n"
+    "    {%- if m.reasoning_content is string %}\n"
+    "      {%- set reasoning = m.reasoning_content %}\n"
+    "    {%- elif '</think>' in content %}\n"
+    "      {%- set reasoning = content.split('</think>')[0].rstrip('\\n').split('<think>')[-1].lstrip('\\n') %}\n"
+    "      {%- set content = content.split('</think>')[-1].lstrip('\\n') %}\n"
+    "    {%- endif %}\n"
+    "    {%- if loop.index0 > ns.last_query and (loop.last or reasoning) %}\n"
+    "      {{- '<|im_start|>assistant\\n<think>\\n' + reasoning.strip('\\n') + '\\n</think>\\n\\n'"
+    " + content.lstrip('\\n') }}\n"
+    "    {%- else %}\n"
+    "      {{- '<|im_start|>assistant\\n' + content }}\n"
+    "    {%- endif %}\n"
+    "    {{- '<|im_end|>\\n' }}\n"
+    "  {%- endif %}\n"
+    "{%- endfor %}\n"
+    "{%- if add_generation_prompt %}\n"
+    "  {{- '<|im_start|>assistant\\n' }}\n"
+    "  {%- set last = messages[-1] if messages else {} %}\n"
+    "  {%- if last.role == 'user' and last.content is string %}\n"
+    "    {%- for b in budgets %}{%- if last.content.rstrip().endswith(b) %}{%- set ns.budget = b %}{%- endif %}"
+    "{%- endfor %}\n"
+    "  {%- endif %}\n"
+    "  {{- ns.budget }}\n"
+    "  {%- if enable_thinking is defined and enable_thinking is false %}\n"
+    "    {{- ('\\n' if ns.budget else '') + '<think>\\n\\n</think>\\n\\n' }}\n"
+    "  {%- endif %}\n"
+    "{%- endif %}\n"
+)
+
+
 def user_content(question, mode):
     """The user turn: instruction, question, and the budget token unless mode is 'none'."""
     mode = mode_name(mode)
@@ -562,20 +622,9 @@ HUB_DATASETS = {  # short name -> (hub dataset id, subfolder/config hint, defaul
 
 
 def _last_boxed(text):
-    try:
-        from rewards import extract_answer  # the project's extractor, when present
-        return extract_answer(text)
-    except ImportError:
-        pass
-    i = text.rfind('\\boxed{')
-    if i < 0:
-        return None
-    depth, j = 0, i + len('\\boxed{') - 1
-    for k in range(j, len(text)):
-        depth += {'{': 1, '}': -1}.get(text[k], 0)
-        if depth == 0:
-            return text[j + 1:k]
-    return None
+    """The last \\boxed{..} of a MATH solution, or None."""
+    boxes = find_boxed(text)
+    return boxes[-1].strip() if boxes else None
 
 
 def _number_text(x):
@@ -635,7 +684,7 @@ def _read_records(path):
         try:
             import pyarrow.parquet as pq
         except ImportError:
-            raise ImportError(f"{path}: reading parquet needs `pip install pyarrow`") from None
+            raise ImportError(f"{path}: reading parquet needs pyarrow (`pip install -r requirements.txt`)") from None
         return [(f"{path}[{i}]", r) for i, r in enumerate(pq.read_table(path).to_pylist())]
     if path.endswith('.json'):
         with open(path) as f:

@@ -16,7 +16,7 @@ The engine (imported by train_compressor.py and train_chrpo.py):
 
 Grading (`grade`): a sample is correct only if it stopped on a stop token (truncated =
 wrong), its think block is closed, and the last \\boxed{} of the answer part is equivalent
-to the gold answer (rewards.is_equiv; model text is never eval'd). think_tokens counts the
+to the gold answer (grading.is_equiv; model text is never eval'd). think_tokens counts the
 tokens inside a closed <think>..</think> (None when unclosed). budget = the budget mode the
 answer runs under: the mode itself for fixed modes, the first generated budget token for
 'auto' (POLICY), None for 'none' / 'base'.
@@ -57,6 +57,7 @@ import torch
 from common import (atomic_write_json, atomic_write_text, barrier, cleanup_dist,
                     drop_torn_tail, find_checkpoint, is_main, print0, read_jsonl, read_jsonl_tolerant,
                     setup_dist, write_jsonl)
+from grading import extract_answer, find_boxed, is_equiv
 
 # -----------------------------------------------------------------------------
 # config (embedded default; config/eval_*.py override)
@@ -126,18 +127,17 @@ def grade(tok, tokens, finish_reason, gold, mode):
     """Grade one generated continuation (the ids after the prompt). Returns a dict with
     output, parsed, pred, correct, think_tokens, budget (see the module docstring)."""
     import data
-    import rewards
     mode = canonical_mode(mode)
     tokens = [int(t) for t in tokens]
     parsed = data.parse_response(tok, tokens)
     answer_part = parsed.get('answer_text') or ''
-    pred = rewards.extract_answer(answer_part)
-    # rewards.extract_answer falls back to 'The answer is ..' without a box; the paper
+    pred = extract_answer(answer_part)
+    # extract_answer falls back to 'The answer is ..' without a box; the paper
     # counts an unboxed answer as wrong, so correctness also requires a \\boxed{}
-    boxed = bool(rewards.find_boxed(answer_part))
+    boxed = bool(find_boxed(answer_part))
     think_closed = bool(parsed.get('think_closed'))
     correct = (pred is not None and boxed and finish_reason == 'stop' and think_closed
-               and bool(rewards.is_equiv(pred, gold)))
+               and bool(is_equiv(pred, gold)))
     if mode == 'auto':
         # POLICY: the control head is the first generated token
         budget = _budget_name(parsed.get('budget'))

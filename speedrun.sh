@@ -15,8 +15,12 @@
 #   chrpo       CHRPO                                                train_chrpo.py config/tiny_chrpo.py
 #   eval        every model x mode on the synthetic test set         evaluate.py config/eval_tiny.py
 #
+# Python: a project-local virtual environment, .venv (created when missing, requirements.txt
+# installed into it; venv.sh), unless PYTHON names an interpreter to use instead.
+#
 # Environment: OUT (output root; default out, or out_smoke with --smoke), NPROC (torchrun
-# processes for the SFT stages; default 1: one process with 2 threads is faster here than 2 DDP ranks), SKIP_INSTALL=1 (do not pip install).
+# processes for the SFT stages; default 1: one process with 2 threads is faster here than 2 DDP
+# ranks), PYTHON (use this interpreter, no .venv), SKIP_INSTALL=1 (do not pip install).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -29,14 +33,22 @@ for arg in "$@"; do
 done
 if [ "$SMOKE" = 1 ]; then OUT=${OUT:-out_smoke}; else OUT=${OUT:-out}; fi
 NPROC=${NPROC:-1}
-PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
 mkdir -p "$OUT/.stages"
 T_START=$(date +%s)
 
-if [ "${SKIP_INSTALL:-0}" != 1 ]; then
-  echo "== installing pinned requirements"
-  $PY -m pip install --quiet --disable-pip-version-check -r requirements.txt
+if [ -n "${PYTHON:-}" ]; then
+  PY=$PYTHON
+  if [ "${SKIP_INSTALL:-0}" != 1 ]; then
+    echo "== installing pinned requirements into $PY"
+    $PY -m pip install --quiet --disable-pip-version-check -r requirements.txt
+  fi
+else
+  source ./venv.sh
+  if [ "${SKIP_INSTALL:-0}" != 1 ]; then
+    ensure_venv requirements.txt
+    PY=$VENV_PY
+  elif [ -x "$VENV_PY" ]; then PY=$VENV_PY; else PY=python3; fi
 fi
 
 # per-stage size overrides: minuscule in smoke mode, the configs' values otherwise

@@ -54,11 +54,11 @@ MUTATIONS = [
      'return -lam_u if under else -lam_o', [RV]),
     ('rewards.py', 'if finish_reason != "stop":', 'if finish_reason not in ("stop", "length"):', [LOOP]),
     # ---- grading
-    ('rewards.py', 'return (whole - frac if m.group(1).startswith("-") else whole + frac), pct',
+    ('grading.py', 'return (whole - frac if m.group(1).startswith("-") else whole + frac), pct',
      'return whole + frac, pct', [GR]),
-    ('rewards.py', 'tol = REL_TOL if "." in a_text + b_text else 1e-30',
+    ('grading.py', 'tol = REL_TOL if "." in a_text + b_text else 1e-30',
      'tol = REL_TOL if "." in a_text + b_text else 1e-3', [GR]),
-    ('rewards.py', '_MIXED_SLASH = re.compile(r"([-+]?\\d+) (\\d+)/(\\d+)")',
+    ('grading.py', '_MIXED_SLASH = re.compile(r"([-+]?\\d+) (\\d+)/(\\d+)")',
      '_MIXED_SLASH = re.compile(r"(\\d+) (\\d+)/(\\d+)")', [GR]),
     # ---- CHRPO: reward wiring
     ('train_chrpo.py', "L = teacher.get('ref_full_len') or max_new_tokens", 'L = max_new_tokens', [LOOP]),

@@ -10,6 +10,8 @@ import pytest
 import torch
 
 import data
+from common import save_checkpoint
+from model import Qwen3, Qwen3Config
 
 # Qwen3's chat template (Qwen/Qwen3-8B tokenizer_config.json), the independent reference
 QWEN3_CHAT_TEMPLATE = (
@@ -246,6 +248,60 @@ def test_prompt_plus_completion_equals_qwen3_chat_for_mode_none(hf_tok, system):
     assert full == _apply_qwen3_template(hf_tok, messages, False)
 
 
+@pytest.fixture(scope='module')
+def ckpt_tok(built, tmp_path_factory):
+    """transformers' tokenizer loaded from a checkpoint folder written the way training writes it."""
+    from transformers import AutoTokenizer
+    tok = built[2]
+    cfg = Qwen3Config(vocab_size=tok.vocab_size, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=1, head_dim=8, torch_dtype='float32')
+    ckpt = save_checkpoint(str(tmp_path_factory.mktemp('ckpt')), Qwen3(cfg).init_weights(seed=0), tok)
+    return AutoTokenizer.from_pretrained(ckpt)
+
+
+@pytest.mark.parametrize('mode', data.MODES)
+@pytest.mark.parametrize('system', [None, 'You are a helpful assistant.'])
+def test_checkpoint_chat_template_renders_training_prompt(built, ckpt_tok, mode, system):
+    # a served user message ending with a budget token gets exactly the trained prompt:
+    # fixed ratios mirror the token after the generation prompt, auto and none do not
+    q = 'Ava has 12 shells. She buys 7 more shells.'
+    messages = ([{'role': 'system', 'content': system}] if system else []) + [
+        {'role': 'user', 'content': data.user_content(q, mode)}]
+    text = ckpt_tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert text == data.render_prompt(q, mode, system)
+    ids = ckpt_tok.apply_chat_template(messages, tokenize=True, add_generation_prompt=True, return_dict=False)
+    assert list(ids) == built[2].encode(data.render_prompt(q, mode, system))
+
+
+NO_MIRROR_CONVERSATIONS = CONVERSATIONS + [  # <COMP_AUTO> is never mirrored
+    [{'role': 'user', 'content': data.user_content('Q', 'auto')}],
+    [{'role': 'system', 'content': 'sys'}, {'role': 'user', 'content': data.user_content('Q', 'auto')}]]
+
+
+@pytest.mark.parametrize('messages', NO_MIRROR_CONVERSATIONS)
+@pytest.mark.parametrize('add_generation_prompt', [False, True])
+@pytest.mark.parametrize('enable_thinking', [True, False])
+def test_chat_template_without_budget_mirror_is_qwen3(hf_tok, messages, add_generation_prompt, enable_thinking):
+    kw = dict(tokenize=False, add_generation_prompt=add_generation_prompt, enable_thinking=enable_thinking)
+    ours = hf_tok.apply_chat_template(messages, chat_template=data.CHAT_TEMPLATE, **kw)
+    assert ours == hf_tok.apply_chat_template(messages, chat_template=QWEN3_CHAT_TEMPLATE, **kw)
+
+
+def test_chat_template_mirror_with_thinking_disabled(hf_tok):
+    # the mirrored token, then Qwen3's empty think block on its own line
+    messages = [{'role': 'user', 'content': data.user_content('Q', '0.4')}]
+    text = hf_tok.apply_chat_template(messages, chat_template=data.CHAT_TEMPLATE, tokenize=False,
+                                      add_generation_prompt=True, enable_thinking=False)
+    assert text == data.render_prompt('Q', '0.4') + '\n<think>\n\n</think>\n\n'
+
+
+def test_chat_template_refuses_tools(hf_tok):
+    with pytest.raises(Exception, match='tools'):
+        hf_tok.apply_chat_template([{'role': 'user', 'content': 'Q'}], chat_template=data.CHAT_TEMPLATE,
+                                   tools=[{'type': 'function', 'function': {'name': 'f', 'parameters': {}}}],
+                                   tokenize=False)
+
+
 def test_render_prompt_formats():
     q = 'Ben has 5 cards.'
     base = '<|im_start|>user\n' + data.PROMPT_PREFIX + q
@@ -328,6 +384,68 @@ def test_load_gsm8k_math_amc_metamath(tmp_path):
     js = tmp_path / 'x.json'
     js.write_text(json.dumps([{'question': 'Q', 'answer': '5'}]))
     assert data.load_benchmark(str(js))[0]['answer'] == '5'
+
+
+def _write_parquet(path, rows):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    pq.write_table(pa.Table.from_pylist(rows), str(path))
+    return str(path)
+
+
+# rows shaped like the hub's files: GSM8K (openai/gsm8k main), MATH-500, AMC23
+GSM8K_ROWS = [{'question': 'Janet has 3 ducks.', 'answer': 'She has 3 + 4 = <<3+4=7>>7.\n#### 7'},
+              {'question': 'A shop sells 1,200 pens.', 'answer': 'so 1200\n#### 1,200'}]
+MATH500_ROWS = [{'problem': 'Find x.', 'solution': 'Thus $x = \\boxed{\\frac{1}{2}}$.', 'answer': '\\frac{1}{2}',
+                 'subject': 'Algebra', 'level': 3, 'unique_id': 'test/algebra/1.json'},
+                {'problem': 'Base 8?', 'solution': '\\boxed{2516_8}', 'answer': '2516_8',
+                 'subject': 'Number Theory', 'level': 5, 'unique_id': 'test/number_theory/2.json'}]
+AMC_ROWS = [{'id': 0, 'problem': 'How many?', 'answer': 27.0}, {'id': 1, 'problem': 'Which?', 'answer': 0.5}]
+EXPECTED = {
+    'gsm8k': [{'question': 'Janet has 3 ducks.', 'answer': '7'}, {'question': 'A shop sells 1,200 pens.', 'answer': '1200'}],
+    'math500': [{'id': 'test/algebra/1.json', 'question': 'Find x.', 'answer': '\\frac{1}{2}', 'difficulty': 3},
+                {'id': 'test/number_theory/2.json', 'question': 'Base 8?', 'answer': '2516_8', 'difficulty': 5}],
+    'amc23': [{'id': '0', 'question': 'How many?', 'answer': '27'}, {'id': '1', 'question': 'Which?', 'answer': '0.5'}],
+}
+ROWS = {'gsm8k': GSM8K_ROWS, 'math500': MATH500_ROWS, 'amc23': AMC_ROWS}
+
+
+@pytest.mark.parametrize('name', sorted(ROWS))
+def test_loaders_read_parquet_and_jsonl_alike(tmp_path, name):
+    from_parquet = data.load_benchmark(_write_parquet(tmp_path / f'{name}.parquet', ROWS[name]))
+    from_jsonl = data.load_benchmark(_write(tmp_path / f'{name}.jsonl', ROWS[name]))
+    for got in (from_parquet, from_jsonl):
+        assert [{k: r[k] for k in EXPECTED[name][0]} for r in got] == EXPECTED[name]
+    assert [r['answer'] for r in from_parquet] == [r['answer'] for r in from_jsonl]
+
+
+def _fake_hub_dataset(cache, repo_id, files):
+    """A hub cache folder as huggingface_hub lays it out: refs/main -> snapshots/<commit>/..."""
+    repo = cache / ('datasets--' + repo_id.replace('/', '--'))
+    commit = 'a' * 40
+    (repo / 'refs').mkdir(parents=True)
+    (repo / 'refs' / 'main').write_text(commit)
+    for rel, rows in files.items():
+        path = repo / 'snapshots' / commit / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_parquet(path, rows)
+
+
+def test_hub_names_read_parquet_from_the_offline_cache(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_OFFLINE', True)
+    monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_CACHE', str(tmp_path))
+    other = [{'question': 'not this one', 'answer': '#### 0'}]
+    _fake_hub_dataset(tmp_path, 'openai/gsm8k', {'main/test-00000-of-00001.parquet': GSM8K_ROWS,
+                                                 'main/train-00000-of-00001.parquet': other,
+                                                 'socratic/test-00000-of-00001.parquet': other})
+    _fake_hub_dataset(tmp_path, 'HuggingFaceH4/MATH-500', {'test.parquet': MATH500_ROWS})
+    got = data.load_benchmark('gsm8k')
+    assert [{k: r[k] for k in EXPECTED['gsm8k'][0]} for r in got] == EXPECTED['gsm8k']
+    assert [r['answer'] for r in data.load_benchmark('math500')] == ['\\frac{1}{2}', '2516_8']
+    with pytest.raises(FileNotFoundError, match='amc23'):  # not cached, and offline
+        data.load_benchmark('amc23')
 
 
 def test_load_synthetic_split(built):

@@ -1,12 +1,11 @@
 """Answer grading edge cases that a one-line slip would break: the sign of negative mixed
 numbers, and the strict (1e-30) tolerance of the symbolic path for exact closed forms.
-Grading lives in rewards.py today and is moving to grading.py: the one import line below
-is all that needs to follow it."""
+Grading lives in grading.py."""
 from fractions import Fraction
 
 import pytest
 
-from rewards import is_equiv, normalize_answer, parse_number
+from grading import is_equiv, normalize_answer, parse_number
 
 
 @pytest.mark.parametrize('text', ['-2 1/2', r'-2\frac{1}{2}', r'-2\frac12'])

@@ -1,6 +1,6 @@
 """
-Tests for rewards.py: answer extraction, equivalence (fast and symbolic paths, adversarial
-inputs), integrity checks, and the CHRPO reward properties over seeded random rollouts.
+Tests for rewards.py: integrity checks and the CHRPO reward properties over seeded random
+rollouts (answer grading is tested in tests/test_grading.py).
 
     python -m pytest tests/test_rewards.py -q
 """
@@ -8,216 +8,15 @@ inputs), integrity checks, and the CHRPO reward properties over seeded random ro
 import os
 import random
 import sys
-import time
 
 import pytest
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import rewards  # noqa: E402
-from rewards import (DEFAULTS, calibration_penalty, check_integrity, extract_answer,  # noqa: E402
-                     find_boxed, is_degenerate, is_equiv, mode_term, r_ctrl, r_main,
-                     rollout_rewards)
+from rewards import (DEFAULTS, calibration_penalty, check_integrity, is_degenerate,  # noqa: E402
+                     mode_term, r_ctrl, r_main, rollout_rewards)
 
 BUDGETS = [0.2, 0.4, 0.6, 0.8, 1.0]
-
-# -----------------------------------------------------------------------------
-# extraction
-
-
-@pytest.mark.parametrize("text, expected", [
-    (r"so the result is \boxed{42}.", "42"),
-    (r"\boxed{\frac{1}{2}}", r"\frac{1}{2}"),
-    (r"nested \boxed{\{1, \boxed{2}\}} end", r"\{1, \boxed{2}\}"),
-    (r"first \boxed{3} then corrected \boxed{4}", "4"),
-    (r"\fbox{7}", "7"),
-    (r"last \boxed{3} then a truncated \boxed{4", "3"),
-    (r"we get \boxed 5.", "5"),
-    ("The answer is: 17.", "17"),
-    ("blah. The answer is $\\frac{3}{4}$.\n", r"\frac{3}{4}"),
-    ("The final answer is 12", "12"),
-    ("work\n#### 1,234", "1,234"),
-    (r"#### 5 and The answer is 6 but \boxed{7}", "7"),  # a box wins over text forms
-    ("no answer here", None),
-    ("", None),
-    (None, None),
-    (r"\boxed{", None),
-])
-def test_extract_answer_takes_last_balanced_box_or_text_form(text, expected):
-    assert extract_answer(text) == expected
-
-
-def test_find_boxed_counts_top_level_boxes_only():
-    assert find_boxed(r"\boxed{1} and \boxed{\boxed{2}+1}") == ["1", r"\boxed{2}+1"]
-    assert find_boxed(r"no boxes") == []
-    assert find_boxed(r"\boxed{a}\fbox{b} \boxed c") == ["a", "b", "c"]
-
-# -----------------------------------------------------------------------------
-# equivalence: GSM8K and MATH styles
-
-EQUIV_CASES = [
-    # GSM8K: integers, separators, currency, units, decimals
-    ("18", "18", True),
-    ("18", "19", False),
-    ("1,234", "1234", True),
-    ("1{,}234", "1234", True),
-    ("1,234,567", "1234567", True),
-    (r"\$18", "18", True),
-    (r"\$18.00", "18", True),
-    ("18.0", "18", True),
-    ("-5", "-5.0", True),
-    ("-5", "5", False),
-    ("0.5", ".5", True),
-    ("12 dollars", "12", True),
-    (r"12 \text{ cm}", "12", True),
-    (r"12\text{cm}^2", "12", True),
-    (r"\text{12}", "12", True),
-    ("1000000", "1000001", False),
-    ("x = 7", "7", True),
-    ("7.", "7", True),
-    ("7", "7.5", False),
-    (r"\$1,000.50", "1000.5", True),
-    # fractions, mixed numbers, percents
-    (r"\frac{1}{2}", "0.5", True),
-    (r"\dfrac{3}{4}", "0.75", True),
-    (r"\tfrac{3}{4}", r"\frac34", True),
-    (r"\frac12", "1/2", True),
-    ("2/4", r"\frac{1}{2}", True),
-    (r"-\frac{1}{3}", r"\frac{-1}{3}", True),
-    (r"\frac{1}{3}", "0.3333333", True),
-    (r"\frac{1}{3}", "0.33", False),
-    (r"2\frac{1}{2}", "2.5", True),
-    ("2 1/2", r"\frac{5}{2}", True),
-    (r"2\frac{1}{2}", "1", False),
-    (r"50\%", "50", True),
-    (r"50\%", "0.5", True),
-    ("25%", "0.3", False),
-    # degrees, \left \right, spacing, wrappers
-    (r"30^\circ", "30", True),
-    (r"30^{\circ}", "30", True),
-    (r"\left( 1, 2 \right)", "(1,2)", True),
-    (r"{5}", "5", True),
-    (r"\text{(C)}", "C", True),
-    (r"\textbf{Monday}", "monday", True),
-    ("Monday", "Tuesday", False),
-    # symbolic: roots, pi, algebra
-    (r"\frac{\sqrt{2}}{2}", r"\frac{1}{\sqrt{2}}", True),
-    (r"3\sqrt{2}", r"\sqrt{18}", True),
-    (r"\sqrt{8}", r"2\sqrt{3}", False),
-    (r"\sqrt[3]{27}", "3", True),
-    (r"\sqrt[3]{-8}", "-2", True),
-    (r"2\pi", r"\pi \cdot 2", True),
-    (r"\frac{\pi}{4}", r"\frac\pi4", True),
-    (r"\frac{\pi}{3}", r"\frac{\pi}{4}", False),
-    ("(x+1)^2", "x^2+2x+1", True),
-    ("x^2-1", "(x-1)(x+1)", True),
-    ("x^2+1", "(x+1)^2", False),
-    (r"\frac{x^2-4}{x-2}", "x+2", True),
-    ("2a+3b", "3b+2a", True),
-    ("y = 2x + 3", "2x+3", True),
-    (r"\sqrt{2}", "1.41421356", True),
-    ("2^{10}", "1024", True),
-    ("5!", "120", True),
-    ("3+4i", "4i+3", True),
-    # tuples, intervals, sets, unions, lists, matrices
-    ("(1,2)", "(1, 2)", True),
-    ("(1,2)", "(2,1)", False),
-    (r"(\frac{1}{2}, 3)", "(0.5, 3)", True),
-    ("[1,3)", "[1, 3)", True),
-    ("[1,3)", "(1,3]", False),
-    (r"(-\infty, 3]", r"(-\infty,3]", True),
-    (r"(-\infty, 3)", r"(-\infty, 3]", False),
-    (r"\{1,2,3\}", r"\{3,2,1\}", True),
-    (r"\{1,2\}", r"\{1,2,3\}", False),
-    (r"(-\infty,1)\cup(2,\infty)", r"(2,\infty)\cup(-\infty,1)", True),
-    ("1, -2", "-2, 1", True),
-    (r"1\pm\sqrt{2}", r"1+\sqrt{2}, 1-\sqrt{2}", True),
-    (r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}", r"\begin{pmatrix}1\\\frac{4}{2}\end{pmatrix}", True),
-    (r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}", r"\begin{pmatrix}1\\3\end{pmatrix}", False),
-    # non-answers
-    ("", "5", False),
-    (None, "5", False),
-    ("banana", "5", False),
-]
-
-
-@pytest.mark.parametrize("pred, gold, expected", EQUIV_CASES)
-def test_is_equiv_matches_expected_verdict(pred, gold, expected):
-    assert is_equiv(pred, gold) is expected
-
-
-def test_is_equiv_is_symmetric_on_the_case_list():
-    for pred, gold, expected in EQUIV_CASES:
-        if pred is not None:
-            assert is_equiv(gold, pred) is expected, (gold, pred)
-
-
-def test_fast_path_agrees_with_fraction_reference():
-    # an independent reference: python's Fraction on a/b strings vs \frac and decimals
-    from fractions import Fraction
-    rng = random.Random(0)
-    for _ in range(300):
-        a, b = rng.randint(-50, 50), rng.randint(1, 20)
-        c, d = rng.randint(-50, 50), rng.randint(1, 20)
-        expected = Fraction(a, b) == Fraction(c, d)
-        assert is_equiv(f"\\frac{{{a}}}{{{b}}}", f"{c}/{d}") is expected
-        # the \frac{-a}{b} spelling of a negative fraction is parsed the same way
-        assert is_equiv(f"{a}/{b}", f"\\frac{{{a}}}{{{b}}}") is True
-
-# -----------------------------------------------------------------------------
-# adversarial inputs: bounded time, False
-
-ADVERSARIAL = [
-    "9^{9^{9^9}}",
-    "10**10**10",
-    "1000000!",
-    "2^{10^{100}}",
-    "x^{100000000}",
-    "(x+1)^{1000000}",
-    "((2^{100})^{100})^{100}",
-    r"\frac{1}{0}",
-    "1" * 100_000,
-    "(" * 5000 + "1" + ")" * 5000,
-    "{" * 3000 + "}" * 3000,
-    "(" * 15 + "x" + ")" * 15 + "^" * 30,
-    r"\sqrt{" * 200 + "2" + "}" * 200,
-    r"\input{/etc/passwd}",
-    "__import__('os').system('echo hi')",
-    "lambda: 0",
-    r"\begin{pmatrix}" + "&".join(["1"] * 400) + r"\end{pmatrix}",
-    "x" * 499,
-    "+".join(["x^{200}"] * 40),
-]
-
-
-@pytest.mark.parametrize("bad", ADVERSARIAL, ids=[f"adv{i}" for i in range(len(ADVERSARIAL))])
-def test_adversarial_answer_returns_false_within_bound(bad):
-    t0 = time.monotonic()
-    assert is_equiv(bad, "42") is False
-    assert time.monotonic() - t0 < 3.0
-
-
-def _slow_symbolic_equiv(pred, gold):
-    time.sleep(30)
-    return True
-
-
-def test_timed_out_worker_is_killed_and_replaced(monkeypatch):
-    # the worker is forked from this process, so a patched module function is what it runs:
-    # a check that never finishes in time gives False within the bound, the worker is
-    # killed, and the next call starts a fresh (unpatched) one that answers correctly
-    rewards._stop_worker()
-    rewards._symbolic_cache.clear()
-    monkeypatch.setattr(rewards, "symbolic_equiv", _slow_symbolic_equiv)
-    t0 = time.monotonic()
-    assert rewards._symbolic_equiv_bounded("(x+1)^2", "x^2+2x+1", timeout=0.3) is False
-    assert time.monotonic() - t0 < 3.0
-    assert rewards._worker is None
-    monkeypatch.undo()
-    rewards._symbolic_cache.clear()
-    assert is_equiv("(x+1)^2", "x^2+2x+1") is True
-    assert rewards._worker is not None and rewards._worker[0].is_alive()
-
 
 # -----------------------------------------------------------------------------
 # integrity
