@@ -26,7 +26,9 @@ minus drop logit per CoT token; the selection units are whitespace-delimited wor
 with formula spans ("24 - 9 = 15", $...$, \\( \\), \\[ \\]) so that a number or an equation
 is kept or dropped whole (a digit-by-digit tokenizer would otherwise cut numbers); a formula
 scores the mean of its tokens, a plain word its best token ("12." is not sunk by its
-period). Units are taken best-first while they bring the kept token count closer to
+period). Where the classifier drops (best token score <= 0), consecutive plain words up to a
+clause mark merge into one unit scored by its mean (`group_drop_runs`): once the decisive
+words are in, filler is added as whole clauses, never as function words torn out of it. Units are taken best-first while they bring the kept token count closer to
 target = round(n*g) (round half up), so |kept - target| <= largest unit / 2.
 Kept units stay in their original order; a gap holding a newline stays a newline, any other
 gap is one space. The realized ratio is measured in the REASONING model's tokenizer:
