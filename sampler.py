@@ -234,8 +234,8 @@ class FusedDecodeStep:
         cos_w = angles.cos().to(x.dtype) * self.norm_w  # [B, L, heads, hd]
         sin_w = angles.sin().to(x.dtype) * self.swap_w
         # query at position pos[b] sees slots 0..pos[b] of its row
-        bias = torch.zeros(B, 1, 1, used, dtype=x.dtype).masked_fill_(
-            torch.arange(used) > pos[:, None, None, None], float('-inf'))
+        bias = torch.zeros(B, nkv, 1, used, dtype=x.dtype).masked_fill_(
+            torch.arange(used) > pos[:, None, None, None], float('-inf')).view(B * nkv, 1, used)
         rows = torch.arange(B)[:, None].expand(B, nkv)
         slots = torch.arange(nkv)[None] * cache[0][0].shape[2] + pos[:, None]  # into k.view(B, n_kv * S, hd)
         for i, (w_qkv, w_o_t, w_gu, w_down_t) in enumerate(self.layers):
@@ -245,9 +245,10 @@ class FusedDecodeStep:
             qk = torch.addcmul(n[:, :heads] * cos_w[:, i], n[:, heads:], sin_w[:, i])  # [B, heads, hd]
             k_cache.view(B, -1, hd).index_put_((rows, slots), qk[:, nh:])
             v_cache.view(B, -1, hd).index_put_((rows, slots), qkv[:, 2 * heads * hd:].view(B, nkv, hd))
-            q = qk[:, :nh].reshape(B, nkv, nh // nkv, hd)  # GQA: query heads grouped by their k/v head
-            scores = torch.matmul(q, k_cache[:, :, :used].transpose(-1, -2)).add_(bias)
-            y = torch.matmul(torch.softmax(scores, dim=-1), v_cache[:, :, :used])  # [B, n_kv, group, hd]
+            # 3-D batched matmuls over (row, k/v head): GQA's query heads grouped by their k/v head
+            q = qk[:, :nh].reshape(B * nkv, nh // nkv, hd)
+            scores = torch.baddbmm(bias, q, k_cache[:, :, :used].reshape(B * nkv, used, hd).transpose(1, 2))
+            y = torch.bmm(torch.softmax(scores, dim=-1), v_cache[:, :, :used].reshape(B * nkv, used, hd))
             x = torch.addmm(x, y.view(B, nh * hd), w_o_t)
             gate, up = F.linear(F.rms_norm(x, (H,), None, eps), w_gu).chunk(2, dim=-1)
             x = torch.addmm(x, F.silu(gate).mul_(up), w_down_t)
