@@ -21,7 +21,9 @@ How it works (one batch of rows = (prompt, sample) pairs, at most `batch_size` o
    token (kept in the output, finish 'stop') or after max_new_tokens ('length').
    CPU / eager path: finished rows are dropped from the live tensors and caches once they
    are COMPACT_FRACTION of the batch, so they stop costing work; each step attends only
-   over the cache slots in use so far. CUDA static path (cuda_graph=True): shapes never
+   over the cache slots in use so far. On CPU the step is FusedDecodeStep, the model's
+   T=1 forward with fused weights and fewer ops (a small model's CPU step costs its op
+   count more than its FLOPs); on CUDA it is model.py's forward. CUDA static path (cuda_graph=True): shapes never
    change, the decode step is captured once as a CUDA graph and replayed; finished rows
    stay in the batch, masked (their input frozen, their outputs ignored).
 
