@@ -313,6 +313,15 @@ class Qwen3(nn.Module):
             return self.lm_head(h)
         return lm_loss(h, self.lm_head.weight, targets)
 
+    def compile_blocks(self):
+        """torch.compile each transformer block in place (dynamic shapes: training batches vary in
+        length). In place, so state_dict keys keep their names (no `_orig_mod.` prefix); only the
+        blocks, because the chunked CE loss has Python-side checks that would break the graph
+        and recompile at every new shape. The blocks share one compiled graph."""
+        for block in self.model.layers:
+            block.compile(dynamic=True)
+        return self
+
     # ---- KV cache
 
     def make_kv_cache(self, batch_size, max_len, dtype=None, device=None):

@@ -21,7 +21,9 @@ How it works (one batch of rows = (prompt, sample) pairs, at most `batch_size` o
    token (kept in the output, finish 'stop') or after max_new_tokens ('length').
    CPU / eager path: finished rows are dropped from the live tensors and caches once they
    are COMPACT_FRACTION of the batch, so they stop costing work; each step attends only
-   over the cache slots in use so far. CUDA static path (cuda_graph=True): shapes never
+   over the cache slots in use so far. On CPU the step is FusedDecodeStep, the model's
+   T=1 forward with fused weights and fewer ops (a small model's CPU step costs its op
+   count more than its FLOPs); on CUDA it is model.py's forward. CUDA static path (cuda_graph=True): shapes never
    change, the decode step is captured once as a CUDA graph and replayed; finished rows
    stay in the batch, masked (their input frozen, their outputs ignored).
 
@@ -42,7 +44,10 @@ Run the tests with `python -m pytest tests/test_sampler.py` and the speed compar
 against transformers with `python bench_sampler.py`.
 """
 
+import math
+
 import torch
+import torch.nn.functional as F
 
 # -----------------------------------------------------------------------------
 # constants
@@ -164,6 +169,95 @@ def _prefill(model, prompts, max_len):
 
 
 # -----------------------------------------------------------------------------
+# the fused CPU decode step
+
+
+class FusedDecodeStep:
+    """model(tokens[:, None], kv_cache, input_pos=pos)[:, -1] for one new token per row (T=1),
+    rewritten for CPU decoding, where a step of a small model costs its number of ops, not its
+    FLOPs. Same math as model.py's forward (tests/test_sampler.py checks it against the
+    reference and transformers), with the weights rearranged once per generate() call:
+    - q, k, v in one matmul, gate and up in another;
+    - the RMSNorm weights before a matmul are folded into its columns (rms(x) * w @ W^T =
+      rms(x) @ (W * w)^T), the final norm's into a copy of the LM head;
+    - RoPE folded into that matmul: rotate_half is a signed permutation of q's and k's output
+      features, so the same matmul also emits rotate_half(q) and rotate_half(k), one RMSNorm
+      (unchanged by a signed permutation) normalizes both, and
+      rope(w * n) = n * (w * cos) + rotate_half(n) * (swap(w) * sin),  swap(w) = (w2, w1),
+      whose per-row factors (1/sqrt(head_dim) folded into q's) are built once a step for all
+      layers at once;
+    - the new keys/values go into the cache with one index_put_ each, and attention at T=1 is
+      two small matmuls and a softmax over the cache slots in use (masked past each row's position).
+    ~17 ops a layer instead of ~30. Costs one extra copy of the matrices (fine on CPU for small
+    models; the CUDA path keeps model.py's forward)."""
+
+    def __init__(self, model):
+        cfg = model.config
+        self.n_heads, self.n_kv, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        self.hidden, self.eps = cfg.hidden_size, cfg.rms_norm_eps
+        nh, nkv, hd = self.n_heads, self.n_kv, self.head_dim
+        half = hd // 2
+        # output rows of rotate_half(x) = (-x2, x1) per head, as a signed permutation of the rows
+        perm = torch.cat([torch.arange(half, hd), torch.arange(half)])
+        sign = torch.cat([-torch.ones(half), torch.ones(half)])
+
+        def rotated(w, heads):  # [heads * hd, H] -> rows of rotate_half(x @ w^T)
+            w = w.view(heads, hd, -1)
+            return (w[:, perm] * sign[:, None].to(w.dtype)).reshape(heads * hd, -1)
+
+        self.layers, norm_w, swap_w = [], [], []
+        for blk in model.model.layers:
+            a, m = blk.self_attn, blk.mlp
+            w_qkv = torch.cat([a.q_proj.weight, a.k_proj.weight, rotated(a.q_proj.weight, nh),
+                               rotated(a.k_proj.weight, nkv), a.v_proj.weight])
+            w_gu = torch.cat([m.gate_proj.weight, m.up_proj.weight])
+            self.layers.append((w_qkv * blk.input_layernorm.weight, a.o_proj.weight.t(),
+                                w_gu * blk.post_attention_layernorm.weight, m.down_proj.weight.t()))
+            qk_w = torch.cat([(a.q_norm.weight / math.sqrt(hd)).expand(nh, hd), a.k_norm.weight.expand(nkv, hd)])
+            norm_w.append(qk_w)
+            swap_w.append(qk_w[:, perm])
+        self.norm_w, self.swap_w = torch.stack(norm_w), torch.stack(swap_w)  # [L, heads, hd]
+        if any(blk.self_attn.q_proj.bias is not None for blk in model.model.layers):
+            raise ValueError('FusedDecodeStep: attention_bias=True is not supported')
+        self.embed = model.model.embed_tokens.weight
+        self.head = model.lm_head.weight * model.model.norm.weight
+        self.inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd))
+
+    def __call__(self, tokens, cache, pos, used):
+        """tokens [B], cache: list of (k, v) [B, n_kv, S, hd] per layer, pos [B] (the slot this
+        token goes to), used = slots attended to (> pos.max()). Returns logits [B, V]."""
+        B = tokens.shape[0]
+        nh, nkv, hd, H, eps = self.n_heads, self.n_kv, self.head_dim, self.hidden, self.eps
+        heads = nh + nkv
+        x = F.embedding(tokens, self.embed)
+        # per-row RoPE factors of every layer (fp32 angles as model.rope_cos_sin computes them)
+        angles = pos[:, None].float() * self.inv_freq
+        angles = torch.cat((angles, angles), dim=-1)[:, None, None]  # [B, 1, 1, hd]
+        cos_w = angles.cos().to(x.dtype) * self.norm_w  # [B, L, heads, hd]
+        sin_w = angles.sin().to(x.dtype) * self.swap_w
+        # query at position pos[b] sees slots 0..pos[b] of its row
+        bias = torch.zeros(B, nkv, 1, used, dtype=x.dtype).masked_fill_(
+            torch.arange(used) > pos[:, None, None, None], float('-inf')).view(B * nkv, 1, used)
+        rows = torch.arange(B)[:, None].expand(B, nkv)
+        slots = torch.arange(nkv)[None] * cache[0][0].shape[2] + pos[:, None]  # into k.view(B, n_kv * S, hd)
+        for i, (w_qkv, w_o_t, w_gu, w_down_t) in enumerate(self.layers):
+            k_cache, v_cache = cache[i]
+            qkv = F.linear(F.rms_norm(x, (H,), None, eps), w_qkv)
+            n = F.rms_norm(qkv[:, :2 * heads * hd].view(B, 2 * heads, hd), (hd,), None, eps)
+            qk = torch.addcmul(n[:, :heads] * cos_w[:, i], n[:, heads:], sin_w[:, i])  # [B, heads, hd]
+            k_cache.view(B, -1, hd).index_put_((rows, slots), qk[:, nh:])
+            v_cache.view(B, -1, hd).index_put_((rows, slots), qkv[:, 2 * heads * hd:].view(B, nkv, hd))
+            # 3-D batched matmuls over (row, k/v head): GQA's query heads grouped by their k/v head
+            q = qk[:, :nh].reshape(B * nkv, nh // nkv, hd)
+            scores = torch.baddbmm(bias, q, k_cache[:, :, :used].reshape(B * nkv, used, hd).transpose(1, 2))
+            y = torch.bmm(torch.softmax(scores, dim=-1), v_cache[:, :, :used].reshape(B * nkv, used, hd))
+            x = torch.addmm(x, y.view(B, nh * hd), w_o_t)
+            gate, up = F.linear(F.rms_norm(x, (H,), None, eps), w_gu).chunk(2, dim=-1)
+            x = torch.addmm(x, F.silu(gate).mul_(up), w_down_t)
+        return F.linear(F.rms_norm(x, (H,), None, eps), self.head)
+
+
+# -----------------------------------------------------------------------------
 # decoding a batch of rows
 
 
@@ -171,6 +265,12 @@ def _decode_eager(model, cache, first_tokens, first_logprobs, pos, row_ids, n, m
                   sample, stop_ids, progress):
     """Dynamic-shape decoding (CPU, or CUDA without graphs). Live tensors hold only unfinished
     rows (plus finished ones not yet compacted away). Returns the list of result dicts."""
+    if first_tokens.is_cuda:  # model.py's forward (flash-attn's decode kernel when available)
+        def step(tokens, cache, pos, used):
+            view = [(k[:, :, :used], v[:, :, :used]) for k, v in cache]
+            return model(tokens[:, None], kv_cache=view, input_pos=pos)[:, -1]
+    else:
+        step = FusedDecodeStep(model)
     R = first_tokens.shape[0]
     out_tokens = torch.empty(R, max_new_tokens, dtype=torch.long, device=first_tokens.device)
     out_logprobs = torch.empty(R, max_new_tokens, dtype=torch.float32, device=first_tokens.device)
@@ -210,8 +310,7 @@ def _decode_eager(model, cache, first_tokens, first_logprobs, pos, row_ids, n, m
             cache = [(k[:n_keep], v[:n_keep]) for k, v in cache]
             n_done, n_live = 0, n_keep
             used = int(pos.max()) + 1
-        view = [(k[:, :, :used], v[:, :, :used]) for k, v in cache]  # attend over used slots only
-        logits = model(tokens[:, None], kv_cache=view, input_pos=pos)[:, -1]
+        logits = step(tokens, cache, pos, used)  # attends over the `used` slots only
         tokens, logprobs = sample(logits)
         out_tokens[:, t], out_logprobs[:, t] = tokens, logprobs
         if stop_ids is not None:

@@ -55,7 +55,7 @@ fi
 if [ "$SMOKE" = 1 ]; then
   DATA_ARGS="--n_train=400 --n_val=20 --n_test=16 --n_sft_pool=24 --n_rl_pool=8 --tokenizer_docs=400"
   MODEL_ARGS="--n_layer=1 --n_embd=32 --n_head=2 --n_kv_head=1 --head_dim=16 --intermediate=64"
-  BASE_ARGS="$MODEL_ARGS --max_iters=6 --batch_size=4 --eval_interval=0 --ckpt_interval=3"
+  BASE_ARGS="$MODEL_ARGS --max_iters=6 --batch_size=4 --eval_interval=0 --ckpt_interval=3 --compile=False"  # 6 steps never pay a compile
   COMP_ARGS="--n_layer=1 --n_embd=32 --n_head=2 --n_kv_head=1 --intermediate_size=64 --max_iters=6 --batch_size=4 --eval_interval=3 --max_train_records=64 --max_val_records=16 --build_max_questions=12 --build_max_new_tokens=48 --build_fallback_gold_cots=True"
   SFT_ARGS="--max_iters=4 --batch_size=4 --ckpt_interval=2"
   TEACHER_ARGS="--max_rl_questions=6 --teacher_samples=1 --max_new_tokens=32"

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from model import Qwen3, Qwen3Config
-from sampler import filter_logits, generate, sample_from_logits
+from sampler import FusedDecodeStep, filter_logits, generate, sample_from_logits
 
 VOCAB = 96  # tiny vocabulary: full-vocab reference loops stay cheap
 
@@ -80,6 +80,24 @@ def test_greedy_ragged_batch_matches_cache_free_reference_with_stops_and_compact
         for i, r in enumerate(got):
             assert r['tokens'] == want[i // 2]
             assert r['finish_reason'] == ('stop' if want[i // 2][-1] == stop else 'length')
+
+
+@torch.no_grad()
+def test_fused_decode_step_equals_model_forward_at_ragged_positions():
+    # the CPU decode step (fused weights, folded norms and RoPE, hand-written T=1 attention)
+    # against model.py's cached forward: same logits, same keys/values written at each row's slot
+    model = tiny_model(seed=3)
+    B, S, used = 5, 24, 17
+    g = torch.Generator().manual_seed(3)
+    cache = [(torch.randn(B, 2, S, 16, generator=g), torch.randn(B, 2, S, 16, generator=g)) for _ in range(2)]
+    ref_cache = [(k.clone(), v.clone()) for k, v in cache]
+    tokens = torch.randint(0, VOCAB, (B,), generator=g)
+    pos = torch.tensor([0, 3, 16, 9, 12])
+    want = model(tokens[:, None], kv_cache=[(k[:, :, :used], v[:, :, :used]) for k, v in ref_cache], input_pos=pos)[:, -1]
+    got = FusedDecodeStep(model)(tokens, cache, pos, used)
+    assert torch.allclose(got, want, atol=1e-4, rtol=1e-4)
+    for (k, v), (rk, rv) in zip(cache, ref_cache):
+        assert torch.allclose(k, rk, atol=1e-5) and torch.allclose(v, rv, atol=1e-5)
 
 
 def test_greedy_same_with_batch_size_cap():
