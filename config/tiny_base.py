@@ -20,7 +20,7 @@ head_dim = 32
 intermediate = 384
 max_iters = 1600              # ~6 minutes at ~19k tokens/s (one process, 2 threads); 1300 left it at 54% (T=0.7)
 batch_size = 16               # examples a step (per rank under torchrun)
-compile = True                # compiled blocks: ~1.6x tokens/s for ~1.5 min of compile (bench_train.py), pays off over this stage's minutes
+compile = False               # compiled blocks measured 1.16-1.21x tokens/s (bench_train.py) for ~95 s of cold compile: no gain over ~6 min
 grad_accum_steps = 1
 learning_rate = 3e-3
 min_lr_ratio = 0.1
