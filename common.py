@@ -47,7 +47,7 @@ def is_main():
 
 def print0(*args, **kwargs):
     if is_main():
-        print(*args, **kwargs, flush=True)
+        print(*args, **{'flush': True, **kwargs})  # a caller's own flush= must not collide
 
 
 def all_reduce_sum(values, device='cpu'):

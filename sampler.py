@@ -193,6 +193,8 @@ class FusedDecodeStep:
 
     def __init__(self, model):
         cfg = model.config
+        if cfg.attention_bias:
+            raise ValueError('FusedDecodeStep: attention_bias=True is not supported (use model.py\'s forward)')
         self.n_heads, self.n_kv, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
         self.hidden, self.eps = cfg.hidden_size, cfg.rms_norm_eps
         nh, nkv, hd = self.n_heads, self.n_kv, self.head_dim
@@ -217,8 +219,6 @@ class FusedDecodeStep:
             norm_w.append(qk_w)
             swap_w.append(qk_w[:, perm])
         self.norm_w, self.swap_w = torch.stack(norm_w), torch.stack(swap_w)  # [L, heads, hd]
-        if any(blk.self_attn.q_proj.bias is not None for blk in model.model.layers):
-            raise ValueError('FusedDecodeStep: attention_bias=True is not supported')
         self.embed = model.model.embed_tokens.weight
         self.head = model.lm_head.weight * model.model.norm.weight
         self.inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd))
@@ -265,7 +265,7 @@ def _decode_eager(model, cache, first_tokens, first_logprobs, pos, row_ids, n, m
                   sample, stop_ids, progress):
     """Dynamic-shape decoding (CPU, or CUDA without graphs). Live tensors hold only unfinished
     rows (plus finished ones not yet compacted away). Returns the list of result dicts."""
-    if first_tokens.is_cuda:  # model.py's forward (flash-attn's decode kernel when available)
+    if first_tokens.is_cuda or model.config.attention_bias:  # model.py's forward (flash-attn's decode kernel)
         def step(tokens, cache, pos, used):
             view = [(k[:, :, :used], v[:, :, :used]) for k, v in cache]
             return model(tokens[:, None], kv_cache=view, input_pos=pos)[:, -1]
