@@ -1,4 +1,4 @@
-"""Mutation pass (not collected by pytest): plausible one-line bugs in the rewards, the
+"""Mutation pass (not collected by pytest): plausible one-line bugs in the rewards, grading, the
 CHRPO loop, evaluation and data, each applied alone to a scratch copy of the repository,
 then the targeted tests are run; a mutation is "killed" when they fail.
 
@@ -25,6 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RV, RW, GR = 'tests/test_reward_values.py', 'tests/test_rewards.py', 'tests/test_grading_wiring.py'
 LOOP, CH, TE = 'tests/test_chrpo_loop.py', 'tests/test_chrpo.py', 'tests/test_chrpo_teacher.py'
 EW, EV, DA, SA = 'tests/test_evaluate_wiring.py', 'tests/test_evaluate.py', 'tests/test_data.py', 'tests/test_sampler.py'
+GRT = 'tests/test_grading.py'
 FAST_CH = [CH, '-k', 'not torchrun and not kill']  # test_chrpo.py without its subprocess runs
 
 # (file, original snippet, mutated snippet, pytest args)
@@ -56,10 +57,14 @@ MUTATIONS = [
     # ---- grading
     ('grading.py', 'return (whole - frac if m.group(1).startswith("-") else whole + frac), pct',
      'return whole + frac, pct', [GR]),
-    ('grading.py', 'tol = REL_TOL if "." in a_text + b_text else 1e-30',
+    ('grading_symbolic.py', 'tol = REL_TOL if "." in a_text + b_text else 1e-30',
      'tol = REL_TOL if "." in a_text + b_text else 1e-3', [GR]),
     ('grading.py', '_MIXED_SLASH = re.compile(r"([-+]?\\d+) (\\d+)/(\\d+)")',
      '_MIXED_SLASH = re.compile(r"(\\d+) (\\d+)/(\\d+)")', [GR]),
+    ('grading_symbolic.py', 'return False  # integers match exactly', 'pass  # integers match exactly',
+     [GRT, '-k', 'fast_path or matches_expected']),
+    ('grading_symbolic.py', 'if n.is_Integer and n % 2 == 1 and x.is_number and x.is_negative:',
+     'if n.is_Integer and n % 2 == 0 and x.is_number and x.is_negative:', [GRT, '-k', 'matches_expected']),
     # ---- CHRPO: reward wiring
     ('train_chrpo.py', "L = teacher.get('ref_full_len') or max_new_tokens", 'L = max_new_tokens', [LOOP]),
     ('train_chrpo.py', "rewards.check_integrity(sample['parsed'], sample['finish_reason'], sample['tokens'])",

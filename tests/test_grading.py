@@ -1,7 +1,8 @@
 """
-Tests for grading.py: answer extraction, equivalence (fast and symbolic paths, the answer
-forms of MATH and AMC, adversarial inputs), and that is_equiv works, time-bounded, in any
-process: forked children, spawned and forked (daemonic) pool workers, and threads.
+Tests for grading.py, grading_symbolic.py and grading_worker.py: answer extraction,
+equivalence (fast and symbolic paths, the answer forms of MATH and AMC, adversarial
+inputs), and that is_equiv works, time-bounded, in any process: forked children, spawned
+and forked (daemonic) pool workers, and threads.
 
     python -m pytest tests/test_grading.py -q
 """
@@ -20,7 +21,7 @@ from fractions import Fraction
 
 import pytest
 
-import grading
+import grading_worker
 from grading import extract_answer, find_boxed, is_equiv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -338,33 +339,33 @@ def test_e_notation_agrees_with_decimal_module():
 def test_timed_out_worker_is_killed_and_replaced():
     # a worker that never answers: False within the bound, the worker is killed, and the
     # next call starts a fresh (real) one that answers correctly
-    grading.stop_workers()
+    grading_worker.stop_workers()
     t0 = time.monotonic()
-    assert grading._symbolic_equiv_bounded("(x+1)^3", "x^3+3x^2+3x+1", timeout=0.3,
+    assert grading_worker.symbolic_equiv_bounded("(x+1)^3", "x^3+3x^2+3x+1", timeout=0.3,
                                            command=SILENT_WORKER) is False
     assert time.monotonic() - t0 < 3.0
-    assert threading.get_ident() not in grading._workers
-    grading._symbolic_cache.clear()
+    assert threading.get_ident() not in grading_worker._workers
+    grading_worker._symbolic_cache.clear()
     assert is_equiv("(x+1)^3", "x^3+3x^2+3x+1") is True
-    assert grading._workers[threading.get_ident()].alive()
+    assert grading_worker._workers[threading.get_ident()].alive()
 
 
 def _silent_check(k):
     t0 = time.monotonic()
-    ok = grading._symbolic_equiv_bounded(f"x+{k}", f"{k}+x", timeout=1.5, command=SILENT_WORKER)
+    ok = grading_worker.symbolic_equiv_bounded(f"x+{k}", f"{k}+x", timeout=1.5, command=SILENT_WORKER)
     return ok, time.monotonic() - t0
 
 
 def test_threads_each_keep_the_time_bound():
     # one worker per thread: four hanging checks at once take about one timeout (1.5 s),
     # not four (6 s, had they queued for one worker)
-    grading.stop_workers()
+    grading_worker.stop_workers()
     t0 = time.monotonic()
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(_silent_check, range(4)))
     assert all(ok is False for ok, _ in results)
     assert time.monotonic() - t0 < 4.5
-    grading.stop_workers()
+    grading_worker.stop_workers()
 
 
 # symbolic pairs no test above checks, so a forked child cannot answer from the inherited cache
@@ -387,7 +388,7 @@ def _child_verdicts(pairs, queue):
 
 def test_forked_child_after_parent_started_its_worker():
     assert is_equiv("(y+1)^2", "y^2+2y+1") is True  # the parent's worker is running
-    parent_worker = grading._workers[threading.get_ident()]
+    parent_worker = grading_worker._workers[threading.get_ident()]
     ctx = mp.get_context("fork")
     queue = ctx.Queue()
     pairs = _fresh_pairs(21)
@@ -397,7 +398,7 @@ def test_forked_child_after_parent_started_its_worker():
     child.join(60)
     assert child.exitcode == 0 and got == [e for _, _, e in pairs]
     # the child left the parent's worker alone: same process, still answering
-    assert grading._workers[threading.get_ident()] is parent_worker and parent_worker.alive()
+    assert grading_worker._workers[threading.get_ident()] is parent_worker and parent_worker.alive()
     assert is_equiv("(y+2)^2", "y^2+4y+4") is True
 
 
@@ -422,9 +423,9 @@ def _gone(pid):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_worker_exits_when_its_parent_dies_without_cleanup():
     # a parent that dies hard (os._exit: no atexit, no kill) leaves no sympy worker behind
-    code = ("import os, threading, grading\n"
+    code = ("import os, threading, grading, grading_worker\n"
             "grading.is_equiv('(x+1)^2', 'x^2+2x+1')\n"
-            "print(grading._workers[threading.get_ident()].proc.pid, flush=True)\n"
+            "print(grading_worker._workers[threading.get_ident()].proc.pid, flush=True)\n"
             "os._exit(0)\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     pid = int(out.stdout.split()[-1])

@@ -1,6 +1,9 @@
 """Answer grading edge cases that a one-line slip would break: the sign of negative mixed
 numbers, and the strict (1e-30) tolerance of the symbolic path for exact closed forms.
-Grading lives in grading.py."""
+Grading lives in grading.py (fast path) and grading_symbolic.py (symbolic path).
+
+    python -m pytest tests/test_grading_wiring.py -q
+"""
 from fractions import Fraction
 
 import pytest
