@@ -1,12 +1,18 @@
 """
 Small shared helpers for the training and evaluation scripts: distributed setup under
-torchrun, rank-0 printing, atomic file writes, the checkpoint folder (an HF-format model
-folder with the training state beside the weights) and the metrics log.
+torchrun (setup_dist, print0, all_reduce_sum, barrier), seeding and RNG state, atomic file
+writes, jsonl files (read and write; append-and-flush for logs and caches, with a reader
+that drops a torn last line), and the checkpoint folder: an HF-format model folder with the
+training state beside the weights (save_checkpoint, find_checkpoint, load_train_state).
+The weights themselves are loaded by model.py's Qwen3.from_pretrained(folder).
 
-Not run directly. Every script does:
+Not run directly. A training script does:
 
-    from common import setup_dist, print0, save_checkpoint, load_checkpoint
+    from common import setup_dist, print0, find_checkpoint, load_train_state, save_checkpoint
     rank, world_size, local_rank, device = setup_dist()
+    ckpt = find_checkpoint(out_dir)                        # newest complete folder, or None
+    train_state = load_train_state(ckpt) if ckpt else None
+    save_checkpoint(out_dir, model, tokenizer, train_state={'step': step, ...})  # rank 0
 """
 import json
 import os

@@ -88,7 +88,7 @@ def _tokenize(s):
 
 def _safe_pow(base, exp):
     """base**exp, refusing results too large to compute quickly (9^{9^9}, x^{10^10})."""
-    import sympy as sp
+    import sympy as sp  # lazy: only the worker process pays for sympy (module docstring)
     if exp.is_Number:
         if base.is_Number:
             if base.is_Rational and base not in (0, 1, -1):
@@ -104,7 +104,7 @@ def _safe_pow(base, exp):
 
 def _safe_binomial(n, k):
     """binomial(n, k), refusing values too large to compute quickly (\\binom{10^6}{5 \\cdot 10^5})."""
-    import sympy as sp
+    import sympy as sp  # lazy: only the worker process pays for sympy (module docstring)
     if n.is_Integer and k.is_Integer:
         if n < 0:
             raise ParseError("binomial of a negative integer")
@@ -114,7 +114,7 @@ def _safe_binomial(n, k):
 
 
 def _safe_factorial(x):
-    import sympy as sp
+    import sympy as sp  # lazy: only the worker process pays for sympy (module docstring)
     if x.is_Integer:
         if x < 0 or x > MAX_FACTORIAL:
             raise ParseError("factorial out of range")
@@ -139,7 +139,7 @@ class _Parser:
     """
 
     def __init__(self, text):
-        import sympy as sp
+        import sympy as sp  # lazy: only the worker process pays for sympy (module docstring)
         self.sp = sp
         self.toks = _tokenize(text)
         self.i = 0
@@ -406,7 +406,7 @@ def _structure(s):
 
 
 def _expr_equal(a_text, b_text, cache):
-    import sympy as sp
+    import sympy as sp  # lazy: only the worker process pays for sympy (module docstring)
     for t in (a_text, b_text):
         if t not in cache:
             try:

@@ -37,17 +37,21 @@ log-prob the RL loss needs. The draw uses the exponential race (Gumbel-max):
 which picks i with probability softmax(z)_i and costs one fill of random numbers per step,
 all from one torch.Generator: same seed (and same arguments) -> same outputs.
 
-The CUDA path (bf16 model, static shapes, CUDA graph, optional torch.compile) is written
-for GPU runs and has NOT been run yet: no GPU was available when it was written.
+What has been measured (BENCHMARKS.md): the CPU path only, FusedDecodeStep included; its
+greedy tokens equal transformers' at every position and tests/test_sampler.py runs on CPU.
+The CUDA paths (model.py's forward on CUDA, the static-shape decode with a CUDA graph or
+torch.compile, bf16 weights) have not run on a GPU yet: none was available to this project
+so far, so their correctness and speed are unchecked.
 
 Run the tests with `python -m pytest tests/test_sampler.py` and the speed comparison
-against transformers with `python bench_sampler.py`.
+against transformers with `python bench_sampler.py` (`--device=cuda` on a GPU).
 """
 
 import math
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 # -----------------------------------------------------------------------------
 # constants
@@ -285,7 +289,6 @@ def _decode_eager(model, cache, first_tokens, first_logprobs, pos, row_ids, n, m
     tokens, used = first_tokens, int(pos.max()) + 1  # used = cache slots any live row needs this step
     steps = range(1, max_new_tokens)
     if progress:
-        from tqdm import tqdm
         steps = tqdm(steps, desc='decode', leave=False)
     for t in steps:
         n_live = tokens.shape[0]
@@ -325,9 +328,9 @@ def _decode_eager(model, cache, first_tokens, first_logprobs, pos, row_ids, n, m
 
 def _decode_static_cuda(model, cache, first_tokens, first_logprobs, pos, row_ids, n, max_new_tokens,
                         sample, stop_ids, use_graph, use_compile, progress):
-    """Static-shape decoding on CUDA (UNTESTED: written without a GPU). The batch never
-    shrinks: finished rows keep their last token and position (they rewrite one slot of their
-    own row, which nobody reads) and their outputs are ignored. The step
+    """Static-shape decoding on CUDA (not yet run on a GPU: see the module docstring).
+    The batch never shrinks: finished rows keep their last token and position (they rewrite
+    one slot of their own row, which nobody reads) and their outputs are ignored. The step
     logits = model(tok, cache, pos) reads/writes only the static tensors, so it can be
     captured once as a CUDA graph and replayed; sampling runs outside the graph."""
     R, device = first_tokens.shape[0], first_tokens.device
@@ -368,7 +371,6 @@ def _decode_static_cuda(model, cache, first_tokens, first_logprobs, pos, row_ids
         done |= hit
     steps = range(1, max_new_tokens)
     if progress:
-        from tqdm import tqdm
         steps = tqdm(steps, desc='decode', leave=False)
     for t in steps:
         if stop_ids is not None and t % GRAPH_SYNC_EVERY == 0 and bool(done.all()):

@@ -1,6 +1,9 @@
 """CHRPO property 7, honest budgets: the only way to be paid for shorter thinking is to choose a
 smaller budget and keep it. Checked on the default constants (the shipped reward must have it)
-and on random constant sets that respect the documented condition w_cal > w_short."""
+and on random constant sets that respect the documented condition w_cal > w_short.
+
+    python -m pytest tests/test_reward_honesty.py -q
+"""
 import random
 
 import pytest

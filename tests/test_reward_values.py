@@ -2,7 +2,10 @@
 out by hand from the formulas in rewards.py's docstring, with explicit constants that are
 all distinct from each other and from rewards.DEFAULTS. The order-of-values properties live
 in test_rewards.py; these catch a swapped constant, lambda_over used where lambda_under
-belongs, a wrong Huber branch or a missing clip."""
+belongs, a wrong Huber branch or a missing clip.
+
+    python -m pytest tests/test_reward_values.py -q
+"""
 import pytest
 
 from rewards import r_ctrl, r_main, rollout_rewards
