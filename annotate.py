@@ -8,11 +8,11 @@ Annotate a jsonl file (records with 'question' and 'cot'; records that already c
 
     python annotate.py my_cots.jsonl my_cots_annotated.jsonl
 
-The compressor does the same on the fly: `load_annotated` (train_compressor.py's reader)
-annotates every record without 'keep_spans' by rules.
+The compressor's training does the same on the fly: train_compressor.py reads its corpus with
+`load_annotated`, which annotates every record without 'keep_spans' by these rules.
 
 keep_spans: [[start, end], ...] char offsets into the cot, end exclusive, sorted, disjoint.
-The rules keep what the paper's annotator keeps: sentences that carry math (numbers,
+The rules aim at what the paper's annotator marks: sentences that carry math (numbers,
 relation symbols, LaTeX) or a conclusion, minus leading narration; they drop hedges,
 narration, re-checks and restatements. A math span is never cut.
 """

@@ -117,11 +117,13 @@ def load_compressor(path, device='cpu'):
     return Qwen3.from_pretrained(path, dtype=torch.float32, device=device, num_labels=2, causal=False), load_tokenizer(path)
 
 
-def round_half_up(x):
-    return int(math.floor(x + 0.5))
-
 # -----------------------------------------------------------------------------
 # compression: units, selection, rendering, scoring
+
+def round_half_up(x):
+    """round(x) with halves up (Python's round() rounds halves to even): the target round(n*g)."""
+    return int(math.floor(x + 0.5))
+
 
 # a LaTeX span, or a plain equation: numbers joined by operators with at least one '='
 _NUM = r'\$?\(?-?\d+(?:,\d{3})*(?:\.\d+)?%?\)?'

@@ -15,7 +15,7 @@ import torch
 
 import data
 import train_sft
-from annotate import annotate_cot, annotate_file, check_annotated, load_annotated
+from annotate import annotate_cot, check_annotated, load_annotated
 from benchmarks import load_benchmark
 from common import read_jsonl, save_checkpoint
 from corpus import SPLITS, build_corpus, corpus_stats, generate_corpus
