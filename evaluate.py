@@ -609,8 +609,9 @@ def resolve_checkpoint(name, path):
 
 
 def main():
-    import data
+    from benchmarks import load_benchmark
     from model import Qwen3
+    from tokenizer import load_tokenizer
     rank, world, local_rank, dev = setup_dist(device)
     torch_dtype = {'auto': torch.bfloat16 if dev.type == 'cuda' else torch.float32,
                    'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
@@ -621,7 +622,7 @@ def main():
                 'max_new_tokens': max_new_tokens, 'seed': seed, 'system': system}
     bench_items = {}
     for b in benchmarks:
-        items = data.load_benchmark(b, split=split, data_dir=data_dir)
+        items = load_benchmark(b, split=split, data_dir=data_dir)
         bench_items[b] = items[:max_items] if max_items > 0 else items
         print0(f'benchmark {b}: {len(bench_items[b])} questions')
     results = {}
@@ -637,7 +638,7 @@ def main():
             raise SystemExit(f"model {name}: no checkpoint at {path} (expected an HF folder with config.json "
                              f"or an out_dir with a complete ckpt/). Train it first, or list '{name}' in "
                              f"optional_models to skip it.")
-        tok = data.load_tokenizer(tokenizer_path or ckpt)
+        tok = load_tokenizer(tokenizer_path or ckpt)
         model = Qwen3.from_pretrained(ckpt, dtype=torch_dtype, device=dev)
         model.eval()
         print0(f'model {name}: {ckpt} ({model.num_params() / 1e6:.2f}M params), modes {modes}')

@@ -5,12 +5,13 @@
 #   bash speedrun.sh --smoke    # same stages, minuscule sizes (< 2 minutes), writes out_smoke/report.md
 #
 # Stages (each skipped when its marker $OUT/.stages/NAME exists; an interrupted stage resumes):
-#   data        synthetic corpus + tokenizer                         data.py
+#   data        synthetic corpus + tokenizer                         corpus.py config/tiny_data.py
 #   base        tiny base reasoning model on full verbose CoTs       train_sft.py config/tiny_base.py
-#   compressor  keep/drop classifier + mixed-ratio SFT data          train_compressor.py config/tiny_compressor.py
+#   compressor  keep/drop classifier, then mixed-ratio SFT data      train_compressor.py config/tiny_compressor.py
+#                                                                    + build_sft_data.py config/tiny_sft_data.py
 #   sft_ratio   mixed-ratio SFT with <COMP_xx> budget tokens         train_sft.py config/tiny_sft.py
 #   teacher     teacher budget g* per RL question                    train_chrpo.py --stage=teacher
-#   policy_data POLICY warm-up items (<COMP_AUTO> -> g*)             train_compressor.py --stage=build
+#   policy_data POLICY warm-up items (<COMP_AUTO> -> g*)             build_sft_data.py ... config/tiny_policy_data.py
 #   sft         POLICY warm-up SFT (the 'sft' model of the report)   train_sft.py config/tiny_sft_policy.py
 #   chrpo       CHRPO                                                train_chrpo.py config/tiny_chrpo.py
 #   eval        every model x mode on the synthetic test set         evaluate.py config/eval_tiny.py
@@ -56,13 +57,14 @@ if [ "$SMOKE" = 1 ]; then
   DATA_ARGS="--n_train=400 --n_val=20 --n_test=16 --n_sft_pool=24 --n_rl_pool=8 --tokenizer_docs=400"
   MODEL_ARGS="--n_layer=1 --n_embd=32 --n_head=2 --n_kv_head=1 --head_dim=16 --intermediate=64"
   BASE_ARGS="$MODEL_ARGS --max_iters=6 --batch_size=4 --eval_interval=0 --ckpt_interval=3 --compile=False"  # 6 steps never pay a compile
-  COMP_ARGS="--n_layer=1 --n_embd=32 --n_head=2 --n_kv_head=1 --intermediate_size=64 --max_iters=6 --batch_size=4 --eval_interval=3 --max_train_records=64 --max_val_records=16 --build_max_questions=12 --build_max_new_tokens=48 --build_fallback_gold_cots=True"
+  COMP_ARGS="--n_layer=1 --n_embd=32 --n_head=2 --n_kv_head=1 --intermediate_size=64 --max_iters=6 --batch_size=4 --eval_interval=3 --max_train_records=64 --max_val_records=16"
+  SFT_DATA_ARGS="--max_questions=12 --max_new_tokens=48 --fallback_gold_cots=True"
   SFT_ARGS="--max_iters=4 --batch_size=4 --ckpt_interval=2"
   TEACHER_ARGS="--max_rl_questions=6 --teacher_samples=1 --max_new_tokens=32"
   CHRPO_ARGS="--max_rl_questions=6 --max_iters=2 --questions_per_step=2 --group_size=2 --max_new_tokens=32 --ckpt_interval=1"
   EVAL_ARGS="--max_items=4 --max_new_tokens=32"
 else
-  DATA_ARGS="" BASE_ARGS="" COMP_ARGS="" SFT_ARGS="" TEACHER_ARGS="" CHRPO_ARGS="" EVAL_ARGS=""
+  DATA_ARGS="" BASE_ARGS="" COMP_ARGS="" SFT_DATA_ARGS="" SFT_ARGS="" TEACHER_ARGS="" CHRPO_ARGS="" EVAL_ARGS=""
 fi
 
 stage() {  # stage NAME CMD... : run CMD unless NAME is done, then mark it done
@@ -81,15 +83,20 @@ stage() {  # stage NAME CMD... : run CMD unless NAME is done, then mark it done
 D=$OUT/data
 if [ "$NPROC" -gt 1 ]; then TORCHRUN="$PY -m torch.distributed.run --standalone --nproc_per_node=$NPROC"; else TORCHRUN=$PY; fi
 
-stage data $PY data.py config/tiny_data.py --out_dir=$D $DATA_ARGS
+stage data $PY corpus.py config/tiny_data.py --out_dir=$D $DATA_ARGS
 
 stage base $TORCHRUN train_sft.py config/tiny_base.py --out_dir=$OUT/base --data_path=$D/train.jsonl \
   --val_path=$D/val.jsonl --tokenizer_path=$D/tokenizer --resume=True $BASE_ARGS
 
-stage compressor $PY train_compressor.py config/tiny_compressor.py --out_dir=$OUT/compressor \
-  --train_path=$D/train.jsonl --val_path=$D/val.jsonl --tokenizer_path=$D/tokenizer \
-  --base_ckpt=$OUT/base/ckpt --sft_pool_path=$D/sft_pool.jsonl --sft_mixed_path=$D/sft_mixed.jsonl \
-  --teacher_budgets_path=$OUT/teacher/none.jsonl --resume=True $COMP_ARGS
+# the base model's graded answers, shared by the two builds (the second only samples new questions)
+SFT_DATA="$PY build_sft_data.py config/tiny_sft_data.py --compressor_ckpt=$OUT/compressor/ckpt \
+  --base_ckpt=$OUT/base/ckpt --pool_path=$D/sft_pool.jsonl --samples_cache_path=$OUT/sft_data/base_samples.jsonl"
+compressor_then_sft_mixed() {  # train the classifier, then build the mixed-ratio SFT set with it
+  $PY train_compressor.py config/tiny_compressor.py --out_dir=$OUT/compressor --train_path=$D/train.jsonl \
+    --val_path=$D/val.jsonl --tokenizer_path=$D/tokenizer --resume=True $COMP_ARGS
+  $SFT_DATA --out_path=$D/sft_mixed.jsonl $SFT_DATA_ARGS
+}
+stage compressor compressor_then_sft_mixed
 
 stage sft_ratio $TORCHRUN train_sft.py config/tiny_sft.py --out_dir=$OUT/sft_ratio --init_from=$OUT/base/ckpt \
   --data_path=$D/sft_mixed.jsonl --tokenizer_path=$D/tokenizer --resume=True $SFT_ARGS
@@ -98,9 +105,8 @@ stage teacher $PY train_chrpo.py config/tiny_chrpo.py --stage=teacher --out_dir=
   --init_from=$OUT/sft_ratio/ckpt --rl_path=$D/rl_pool.jsonl --teacher_path=$OUT/teacher/teacher_budgets.jsonl \
   $TEACHER_ARGS
 
-stage policy_data $PY train_compressor.py config/tiny_compressor.py --stage=build --out_dir=$OUT/compressor \
-  --tokenizer_path=$D/tokenizer --base_ckpt=$OUT/base/ckpt --sft_pool_path=$D/sft_pool.jsonl \
-  --sft_mixed_path=$D/sft_policy.jsonl --teacher_budgets_path=$OUT/teacher/teacher_budgets.jsonl $COMP_ARGS
+stage policy_data $SFT_DATA config/tiny_policy_data.py --teacher_path=$OUT/teacher/teacher_budgets.jsonl \
+  --out_path=$D/sft_policy.jsonl $SFT_DATA_ARGS
 
 stage sft $TORCHRUN train_sft.py config/tiny_sft_policy.py --out_dir=$OUT/sft --init_from=$OUT/sft_ratio/ckpt \
   --data_path=$D/sft_policy.jsonl --tokenizer_path=$D/tokenizer --resume=True $SFT_ARGS

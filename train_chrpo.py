@@ -340,7 +340,7 @@ def main():
     from common import (append_jsonl, all_reduce_sum, barrier, cleanup_dist, find_checkpoint, load_train_state,
                         print0, read_jsonl, read_jsonl_tolerant, rng_state, save_checkpoint, seed_everything,
                         set_rng_state, setup_dist)
-    from data import load_tokenizer
+    from tokenizer import load_tokenizer
     from evaluate import sample_and_grade
     from model import Qwen3
 

@@ -291,7 +291,7 @@ def main():
     global max_iters
     rank, world, local_rank, device = setup_dist(device_type)
     seed_everything(seed + rank)
-    from data import load_tokenizer
+    from tokenizer import load_tokenizer
     tok = load_tokenizer(tokenizer_path)
 
     train_ex = load_examples(data_path, tok, default_mode, max_len)

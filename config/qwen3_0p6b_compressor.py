@@ -1,10 +1,10 @@
 # Paper-scale compressor: Qwen3-0.6B made bidirectional (stands in for the paper's
 # Longformer-large) with a fresh 2-label head, trained on the annotated CoTs.
 #   torchrun --standalone --nproc_per_node=8 train_compressor.py config/qwen3_0p6b_compressor.py
+# (then: python build_sft_data.py config/qwen3_1p7b_sft_data.py)
 # Hyperparameters from the paper: AdamW lr 2e-5, wd 0.01, linear schedule with 6% warmup,
 # grad clip 1.0, 4096 tokens, early stopping on validation macro-F1.
 out_dir = 'out/compressor_0p6b'
-stage = 'all'
 init_from = 'Qwen/Qwen3-0.6B'
 tokenizer_path = 'Qwen/Qwen3-0.6B'
 train_path = 'out/data/train.jsonl'
@@ -21,10 +21,3 @@ loss = 'ce'
 eval_interval = 500
 patience = 3
 dtype = 'bfloat16'
-# build step: the reasoning model (Qwen3-1.7B) answers the SFT pool
-base_ckpt = 'Qwen/Qwen3-1.7B'
-build_n_samples = 1
-build_temperature = 0.7
-build_top_p = 0.9
-build_max_new_tokens = 4096
-compress_batch_size = 32

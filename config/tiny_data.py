@@ -1,4 +1,4 @@
-# the embedded default corpus for the CPU speedrun: python data.py config/tiny_data.py
+# the embedded default corpus for the CPU speedrun: python corpus.py config/tiny_data.py
 out_dir = 'out/data'
 seed = 1337
 n_train, n_val, n_test, n_sft_pool, n_rl_pool = 20000, 500, 1000, 2000, 1000  # 1000 test questions: +-1 point needs them

@@ -159,10 +159,11 @@ def test_one_step_raises_logprob_of_positive_advantage_rollout(monkeypatch):
 
 @pytest.fixture(scope='module')
 def rl_setup(tmp_path_factory):
-    import data
+    from corpus import generate_corpus
+    from tokenizer import train_tokenizer
     root = tmp_path_factory.mktemp('chrpo')
-    corpus = data.generate_corpus({'train': 200, 'rl_pool': 8}, seed=5)
-    tok = data.train_tokenizer([r['question'] + ' ' + r['cot'] for r in corpus['train']], vocab_size=400)
+    corpus = generate_corpus({'train': 200, 'rl_pool': 8}, seed=5)
+    tok = train_tokenizer([r['question'] + ' ' + r['cot'] for r in corpus['train']], vocab_size=400)
     cfg = Qwen3Config(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, head_dim=8, tie_word_embeddings=False,
                       max_position_embeddings=512, rope_theta=10000.0, torch_dtype='float32')

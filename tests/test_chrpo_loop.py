@@ -11,13 +11,14 @@ import statistics
 import pytest
 import torch
 
-import data
 import evaluate
 import rewards
 import sampler
 import train_chrpo as tc
 from common import save_checkpoint
+from corpus import generate_corpus, tokenizer_training_texts
 from model import Qwen3, Qwen3Config
+from tokenizer import train_tokenizer
 
 # distinct, non-default reward constants
 C = dict(band=0.05, huber_delta=0.2, w_cal=0.7, w_short=0.9, kappa=0.35, w_mode=0.6,
@@ -29,8 +30,8 @@ G = 4            # rollouts per question
 
 @pytest.fixture(scope='module')
 def tok():
-    corpus = data.generate_corpus({'train': 120}, seed=11)
-    return data.train_tokenizer(data.tokenizer_training_texts(corpus['train']), vocab_size=400)
+    corpus = generate_corpus({'train': 120}, seed=11)
+    return train_tokenizer(tokenizer_training_texts(corpus['train']), vocab_size=400)
 
 
 def tiny_model(vocab, seed=0):

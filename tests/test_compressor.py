@@ -1,5 +1,6 @@
-"""Tests for train_compressor.py (CPU, small): labelling, the planted-rule learning check,
-compress() ratio and formula atomicity, re-bucketing, the SFT build, malformed data.
+"""Tests for the compressor (CPU, small): labelling and compression (compressor.py), the
+planted-rule learning check (train_compressor.py), re-bucketing and the SFT build
+(build_sft_data.py), malformed data (annotate.load_annotated, the compressor's reader).
     python -m pytest tests/test_compressor.py -q
 """
 import json
@@ -8,8 +9,12 @@ import random
 import pytest
 import torch
 
+import build_sft_data as bs
+import compressor as cp
 import train_compressor as tc
-from data import answer_text, render_completion, train_tokenizer
+from annotate import load_annotated
+from data import answer_text, render_completion
+from tokenizer import load_tokenizer, train_tokenizer
 
 
 WORDS = ['so', 'then', 'we', 'have', 'the', 'total', 'hmm', 'wait', 'check', 'apples', 'now', 'is']
@@ -43,7 +48,6 @@ def tok_dir(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def tok(tok_dir):
-    from data import load_tokenizer
     return load_tokenizer(tok_dir)
 
 
@@ -52,19 +56,25 @@ def write_jsonl(path, rows):
     return str(path)
 
 
-def tiny_cfg(tmp_path, tok_dir, **kw):
-    cfg = tc.config_from_globals()
-    cfg.update(out_dir=str(tmp_path / 'comp'), tokenizer_path=tok_dir, n_layer=1, n_embd=64, n_head=2, n_kv_head=1,
+def train_tiny(monkeypatch, tmp_path, tok_dir, **kw):
+    """train_compressor.main() with these config values (as a config file would set them)."""
+    cfg = dict(out_dir=str(tmp_path / 'comp'), tokenizer_path=tok_dir, n_layer=1, n_embd=64, n_head=2, n_kv_head=1,
                intermediate_size=128, max_len=96, batch_size=16, max_iters=40, learning_rate=3e-3,
                eval_interval=20, patience=5, device_type='cpu', max_train_records=0, max_val_records=0)
-    cfg.update(kw)
-    return cfg
+    for k, v in dict(cfg, **kw).items():
+        assert k in tc.CONFIG_KEYS, k
+        monkeypatch.setattr(tc, k, v)
+    return tc.main()
 
 
 def random_model(tok, seed=0):
-    cfg = tc.config_from_globals()
-    cfg.update(n_layer=1, n_embd=32, n_head=2, n_kv_head=1, intermediate_size=64, max_len=256, seed=seed)
-    return tc.build_model(cfg, tok).eval()
+    return cp.build_model(tok, 'scratch', seed, n_layer=1, n_embd=32, n_head=2, n_kv_head=1, intermediate_size=64,
+                          max_len=256).eval()
+
+
+BUILD_KW = {k: getattr(bs, k) for k in ('compress_ratios', 'bucket_tol', 'min_cot_tokens', 'max_ngram_repeats',
+                                        'compress_batch_size', 'seed', 'replay_fraction', 'warmup_fraction',
+                                        'warmup_mix')}  # build_sft_data.py's defaults
 
 
 # -----------------------------------------------------------------------------
@@ -73,7 +83,7 @@ def test_labels_keep_exactly_tokens_overlapping_keep_spans(tok):
     rng = random.Random(1)
     for i in range(20):
         rec = planted_record(rng, i)
-        ids, start, spans, labels = tc.encode_pair(tok, rec['question'], rec['cot'], 512, 64, rec['keep_spans'])
+        ids, start, spans, labels = cp.encode_pair(tok, rec['question'], rec['cot'], 512, 64, rec['keep_spans'])
         assert labels[:start] == [-100] * start  # question + separator: context only
         assert ids[start - 1] == tok.think_start_id
         keep_chars = set(c for a, b in rec['keep_spans'] for c in range(a, b))  # independent char-level reference
@@ -99,17 +109,17 @@ def test_focal_loss_is_ce_at_gamma_zero_and_downweights_easy_tokens():
         tc.token_loss(logits, labels, 'mse')
 
 
-def test_classifier_learns_planted_digit_and_equals_rule(tmp_path, tok_dir):
+def test_classifier_learns_planted_digit_and_equals_rule(tmp_path, tok_dir, monkeypatch):
     rng = random.Random(2)
     train = write_jsonl(tmp_path / 'train.jsonl', [planted_record(rng, i) for i in range(400)])
     val = write_jsonl(tmp_path / 'val.jsonl', [planted_record(rng, 1000 + i) for i in range(60)])
-    m = tc.train(tiny_cfg(tmp_path, tok_dir, train_path=train, val_path=val))
+    m = train_tiny(monkeypatch, tmp_path, tok_dir, train_path=train, val_path=val)
     assert m['macro_f1'] > 0.95  # chance (all-drop or coin flip) is at most ~0.5
     for g in (0.2, 0.4):  # a perfect ranking keeps min(1, g / keep share) of the keep tokens
         assert m[f'survival@{g}'] > 0.95 * min(1.0, g / m['keep_share'])
     assert tc.find_checkpoint(str(tmp_path / 'comp')) is not None
     # resuming a finished run does not train again and returns the same best metrics
-    again = tc.train(tiny_cfg(tmp_path, tok_dir, train_path=train, val_path=val, resume=True))
+    again = train_tiny(monkeypatch, tmp_path, tok_dir, train_path=train, val_path=val, resume=True)
     assert again['macro_f1'] == m['macro_f1']
 
 
@@ -122,11 +132,11 @@ COT = ('Okay, let me think. Mia has 12 apples at the start. Then she buys 7 more
 def test_compress_hits_ratio_and_keeps_formulas_whole(tok, seed):
     model = random_model(tok, seed)
     ratios = [0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0]
-    rows = tc.compress_batch(model, tok, [('How many apples?', COT)], ratios)[0]
-    spans, scores = tc.score_cots(model, tok, [('How many apples?', COT)])[0]
-    units = tc.group_drop_runs(COT, tc.cot_units(COT, spans), scores)
+    rows = cp.compress_batch(model, tok, [('How many apples?', COT)], ratios)[0]
+    spans, scores = cp.score_cots(model, tok, [('How many apples?', COT)])[0]
+    units = cp.group_drop_runs(COT, cp.cot_units(COT, spans), scores)
     biggest = max(len(u[2]) for u in units)
-    orig_formulas = {COT[a:b] for a, b in tc.formula_spans(COT)}
+    orig_formulas = {COT[a:b] for a, b in cp.formula_spans(COT)}
     assert {'12 + 7 = 19', '19 - 4 = 15', '$x + 1 = 2$'} <= orig_formulas
     for g, r in zip(ratios, rows):
         target = int(r['total_tokens'] * g + 0.5)
@@ -134,49 +144,49 @@ def test_compress_hits_ratio_and_keeps_formulas_whole(tok, seed):
         assert abs(r['realized_ratio'] - r['kept_tokens'] / r['total_tokens']) < 0.08
         text = r['text']
         # never a partial equation: every '=' in the output sits in a whole original formula
-        out_formulas = [text[a:b] for a, b in tc.formula_spans(text)]
+        out_formulas = [text[a:b] for a, b in cp.formula_spans(text)]
         assert all(f in orig_formulas for f in out_formulas), (text, out_formulas)
         assert text.count('=') == sum(f.count('=') for f in out_formulas)
         assert '  ' not in text and text == text.strip()
     assert rows[-1]['text'] == ' '.join(COT.split(' ')).replace(' \n', '\n')  # ratio 1.0 keeps everything
-    single = tc.compress(model, tok, 'How many apples?', COT, 0.5)
+    single = cp.compress(model, tok, 'How many apples?', COT, 0.5)
     assert single['text'] == rows[3]['text']
 
 
 def test_compress_keeps_highest_scoring_units_in_original_order(tok):
     cot = 'alpha beta 3 gamma 9 delta'
-    _, spans = tc.token_spans(tok, cot)
-    units = tc.cot_units(cot, spans)
+    _, spans = cp.token_spans(tok, cot)
+    units = cp.cot_units(cot, spans)
     words = [cot[u[0]:u[1]] for u in units]
     scores = [0.0] * len(spans)
     for u in units:  # score the numbers high
         for i in u[2]:
             scores[i] = 5.0 if cot[u[0]].isdigit() else -1.0
     n = sum(len(u[2]) for u in units)
-    kept, total, _ = tc.select_units(units, scores, 2 / n)
+    kept, total, _ = cp.select_units(units, scores, 2 / n)
     assert [words[j] for j in kept] == ['3', '9'] and total == 2
-    assert tc.render_units(cot, units, kept) == '3 9'
+    assert cp.render_units(cot, units, kept) == '3 9'
 
 
 def test_filler_enters_a_compression_as_whole_clauses_never_torn_words(tok):
     # decisive words score high, every other word low: above the decisive share the budget is
     # filled with whole drop clauses, so no clause is ever cut into loose function words
     cot = 'Okay, let me think about this. Mia has 12 apples. Hmm, so that was the count. The answer is 12.'
-    _, spans = tc.token_spans(tok, cot)
+    _, spans = cp.token_spans(tok, cot)
     keep_words = {'Mia', 'has', '12', 'apples.', 'answer', 'is', '12.'}
-    units = tc.cot_units(cot, spans)
+    units = cp.cot_units(cot, spans)
     scores = [0.0] * len(spans)
     for u in units:
         for i in u[2]:
             scores[i] = 3.0 if cot[u[0]:u[1]] in keep_words else -1.0 - 0.01 * u[0]
-    grouped = tc.group_drop_runs(cot, units, scores)
+    grouped = cp.group_drop_runs(cot, units, scores)
     texts = [cot[u[0]:u[1]] for u in grouped]
     assert 'Okay,' in texts and 'let me think about this.' in texts and 'Hmm,' in texts
     assert 'so that was the count.' in texts and 'The' in texts  # 'The' alone: a decisive word follows
     n = sum(len(u[2]) for u in grouped)
     for g in (0.3, 0.5, 0.7, 0.9):
-        kept, _, _ = tc.select_units(grouped, scores, g)
-        out = tc.render_units(cot, grouped, kept)
+        kept, _, _ = cp.select_units(grouped, scores, g)
+        out = cp.render_units(cot, grouped, kept)
         assert 'Mia has 12 apples.' in out  # decisive words first
         for clause in ('let me think about this.', 'so that was the count.'):
             words = clause.split()
@@ -186,7 +196,7 @@ def test_filler_enters_a_compression_as_whole_clauses_never_torn_words(tok):
 
 def test_rebucket_takes_nearest_compression_within_tolerance():
     rows = [{'realized_ratio': r} for r in (0.13, 0.23, 0.19, 0.36, 0.5, 0.63, 0.86)]
-    b = tc.rebucket(rows, 0.05)
+    b = bs.rebucket(rows, 0.05)
     assert b[0.2]['realized_ratio'] == 0.19 and b[0.4]['realized_ratio'] == 0.36
     assert b[0.6]['realized_ratio'] == 0.63 and 0.8 not in b  # 0.86 is outside +-0.05
 
@@ -196,23 +206,22 @@ def test_malformed_corpus_gives_errors_naming_file_line_and_key(tmp_path):
     p = tmp_path / 'bad.jsonl'
     p.write_text(json.dumps(good) + '\n{not json\n')
     with pytest.raises(ValueError, match=r'bad\.jsonl:2: invalid JSON'):
-        tc.load_annotated(str(p))
+        load_annotated(str(p))
     p.write_text(json.dumps(good) + '\n\n' + json.dumps({k: v for k, v in good.items() if k != 'cot'}) + '\n')
     with pytest.raises(ValueError, match=r"bad\.jsonl:3: missing key 'cot'"):
-        tc.load_annotated(str(p))
+        load_annotated(str(p))
     p.write_text(json.dumps(dict(good, keep_spans=[[3, 99]])) + '\n')
     with pytest.raises(ValueError, match=r'bad\.jsonl:1: bad keep_spans entry \[3, 99\]'):
-        tc.load_annotated(str(p))
+        load_annotated(str(p))
     p.write_text(json.dumps(dict(good, keep_spans='3-12')) + '\n')
     with pytest.raises(ValueError, match=r"bad\.jsonl:1: key 'keep_spans' must be list"):
-        tc.load_annotated(str(p))
+        load_annotated(str(p))
     with pytest.raises(FileNotFoundError, match='missing.jsonl'):
-        tc.load_annotated(str(tmp_path / 'missing.jsonl'))
+        load_annotated(str(tmp_path / 'missing.jsonl'))
 
 
 def test_build_records_fill_every_bucket_and_split_full_ratio(tok):
     model = random_model(tok, 3)
-    cfg = tc.config_from_globals()
     rng = random.Random(5)
     samples = []
     for i in range(8):
@@ -226,7 +235,7 @@ def test_build_records_fill_every_bucket_and_split_full_ratio(tok):
     samples.append(dict(samples[0], id='wrong', correct=False))
     samples.append(dict(samples[1], id='loop', tokens=tok.encode(render_completion('so so so so ' * 10, 'x', 'none'))))
     teacher = [{'id': 'q0', 'g_star': 0.4}, {'id': 'q1', 'g_star': None}, {'id': 'q2', 'g_star': 0.2}]
-    records, stats = tc.build_sft_records(model, tok, samples, tok, dict(cfg, warmup_fraction=1.0), teacher)
+    records, stats = bs.build_sft_records(model, tok, samples, tok, teacher, **dict(BUILD_KW, warmup_fraction=1.0))
     assert stats['degenerate'] >= 1  # the repetition loop
     fixed = [r for r in records if r['mode'] != 'auto']
     by_q = {}
@@ -241,5 +250,5 @@ def test_build_records_fill_every_bucket_and_split_full_ratio(tok):
         target = 1.0 if r['mode'] in ('1.0', 'none') else float(r['mode'])
         assert abs(r['realized_ratio'] - target) <= 0.05 + 1e-9
     warm = [r for r in records if r['mode'] == 'auto']
-    assert all(r['chosen'] in tc.POLICY_MIX for r in warm)
+    assert all(r['chosen'] in bs.POLICY_MIX for r in warm)
     assert any(r['chosen'] == '1.0' for r in warm if r['id'] == 'q1')  # all-fail -> 1.0

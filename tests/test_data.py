@@ -1,17 +1,26 @@
 """
-Tests for data.py: corpus determinism and annotation, tokenizer, chat format against
-transformers' Jinja rendering of Qwen3's template, SFT examples, loaders, annotator,
-batching. Run: python -m pytest -q tests/test_data.py
+Tests for the data side: corpus.py (determinism, keep spans), tokenizer.py, data.py (chat
+format against transformers' Jinja rendering of Qwen3's template, SFT examples, response
+parsing, batches), benchmarks.py (loaders), annotate.py (the rule-based annotator and its
+command). Run: python -m pytest -q tests/test_data.py
 """
 import json
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
 
 import data
-from common import save_checkpoint
+import train_sft
+from annotate import annotate_cot, check_annotated, load_annotated
+from benchmarks import load_benchmark
+from common import read_jsonl, save_checkpoint
+from corpus import SPLITS, build_corpus, corpus_stats, generate_corpus
 from model import Qwen3, Qwen3Config
+from tokenizer import SPECIAL_TOKENS, load_tokenizer
 
 # Qwen3's chat template (Qwen/Qwen3-8B tokenizer_config.json), the independent reference
 QWEN3_CHAT_TEMPLATE = (
@@ -55,6 +64,7 @@ QWEN3_CHAT_TEMPLATE = (
     "    {%- endif %}\n{%- endif %}"
 )
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL_SIZES = {'train': 300, 'val': 40, 'test': 40, 'sft_pool': 40, 'rl_pool': 40}
 EQUATION_RE = re.compile(r'\d+ [-+*/] \d+ = \d+')
 
@@ -62,7 +72,7 @@ EQUATION_RE = re.compile(r'\d+ [-+*/] \d+ = \d+')
 @pytest.fixture(scope='module')
 def built(tmp_path_factory):
     out = str(tmp_path_factory.mktemp('data'))
-    corpus, tok, stats = data.build_corpus(out, seed=7, sizes=SMALL_SIZES, vocab_size=1024, verbose=False)
+    corpus, tok, stats = build_corpus(out, seed=7, sizes=SMALL_SIZES, vocab_size=1024, verbose=False)
     return out, corpus, tok, stats
 
 
@@ -76,16 +86,16 @@ def hf_tok(built):
 # corpus
 
 def test_corpus_is_deterministic_in_seed():
-    a = data.generate_corpus({'test': 30, 'train': 30}, seed=3)
-    b = data.generate_corpus({'test': 30, 'train': 30}, seed=3)
-    c = data.generate_corpus({'test': 30, 'train': 30}, seed=4)
+    a = generate_corpus({'test': 30, 'train': 30}, seed=3)
+    b = generate_corpus({'test': 30, 'train': 30}, seed=3)
+    c = generate_corpus({'test': 30, 'train': 30}, seed=4)
     assert a == b
     assert [r['question'] for r in a['test']] != [r['question'] for r in c['test']]
 
 
 def test_test_split_does_not_move_when_train_size_changes():
-    a = data.generate_corpus({'test': 20, 'train': 10}, seed=3)
-    b = data.generate_corpus({'test': 20, 'train': 50}, seed=3)
+    a = generate_corpus({'test': 20, 'train': 10}, seed=3)
+    b = generate_corpus({'test': 20, 'train': 50}, seed=3)
     assert a['test'] == b['test']
 
 
@@ -102,7 +112,7 @@ def test_splits_share_no_question(built):
 def test_keep_spans_valid_and_every_equation_kept_whole(built):
     for recs in built[1].values():
         for r in recs:
-            data.validate_record(r, r['id'])
+            check_annotated(r, r['id'])
             eqs = list(EQUATION_RE.finditer(r['cot']))
             assert len(eqs) == r['difficulty']  # one written equation per step, no more
             for m in eqs:
@@ -127,13 +137,13 @@ def test_equations_are_correct_and_values_bounded(built):
 def test_validate_record_names_the_problem():
     rec = {'id': 'x1', 'question': 'q', 'cot': 'abcdef', 'answer': '1', 'keep_spans': [[3, 5], [1, 2]]}
     with pytest.raises(ValueError, match=r'x1.*\[1, 2\]'):
-        data.validate_record(rec, 'x1')
+        check_annotated(rec, 'x1')
     with pytest.raises(ValueError, match="x2: missing key 'cot'"):
-        data.validate_record({'id': 'x2', 'question': 'q'}, 'x2')
+        check_annotated({'id': 'x2', 'question': 'q'}, 'x2')
 
 
 def test_kept_share_grows_with_difficulty(built):
-    stats = data.corpus_stats(data.generate_corpus({'val': 100}, seed=1)['val'], built[2])
+    stats = corpus_stats(generate_corpus({'val': 100}, seed=1)['val'], built[2])
     shares = [stats[d]['kept_share'] for d in sorted(stats)]
     assert shares == sorted(shares) and 0.15 < shares[0] and shares[-1] < 0.5
     assert stats[5]['mean_cot_tokens'] < 320
@@ -141,9 +151,9 @@ def test_kept_share_grows_with_difficulty(built):
 
 def test_build_writes_files_and_tokenizer_loads(built):
     out, corpus = built[0], built[1]
-    for split in data.SPLITS:
-        assert data.read_jsonl(f"{out}/{split}.jsonl") == corpus[split]
-    tok = data.load_tokenizer(f"{out}/tokenizer")
+    for split in SPLITS:
+        assert read_jsonl(f"{out}/{split}.jsonl") == corpus[split]
+    tok = load_tokenizer(f"{out}/tokenizer")
     assert tok.vocab_size == built[2].vocab_size and tok.encode('12 + 7 = 19') == built[2].encode('12 + 7 = 19')
 
 
@@ -159,7 +169,7 @@ def test_digits_are_single_tokens(built):
 
 def test_special_and_budget_tokens_are_single_ids(built):
     tok = built[2]
-    for t in data.SPECIAL_TOKENS:
+    for t in SPECIAL_TOKENS:
         assert tok.encode(f"a{t}b") == tok.encode('a') + [tok.token_to_id(t)] + tok.encode('b')
     assert tok.budget_ids['0.4'] == tok.token_to_id('<COMP_40>')
     assert tok.id_to_budget[tok.token_to_id('<COMP_AUTO>')] == 'auto'
@@ -199,7 +209,7 @@ def test_loading_a_tokenizer_without_budget_tokens_adds_them(built, tmp_path):
     for t in data.BUDGET_TOKENS.values():  # also remove them from the model vocab, as in real Qwen3
         state['model']['vocab'].pop(t)
     (tmp_path / 'tokenizer.json').write_text(json.dumps(state))
-    tok = data.load_tokenizer(str(tmp_path))
+    tok = load_tokenizer(str(tmp_path))
     assert len(set(tok.budget_ids.values())) == 6 and tok.vocab_size == built[2].vocab_size
     assert tok.encode('x <COMP_80>')[-1] == tok.budget_ids['0.8']
 
@@ -370,20 +380,20 @@ def _write(path, rows):
 
 def test_load_gsm8k_math_amc_metamath(tmp_path):
     gsm = _write(tmp_path / 'gsm.jsonl', [{'question': 'Q1', 'answer': 'work\n#### 1,234'}])
-    assert data.load_benchmark(gsm) == [{'id': 'gsm.jsonl-0', 'question': 'Q1', 'answer': '1234'}]
+    assert load_benchmark(gsm) == [{'id': 'gsm.jsonl-0', 'question': 'Q1', 'answer': '1234'}]
     math = _write(tmp_path / 'math.jsonl', [
         {'problem': 'P1', 'solution': 'so $\\boxed{\\frac{1}{2}}$', 'answer': '\\frac{1}{2}', 'unique_id': 'a/1'},
         {'problem': 'P2', 'solution': 'x \\boxed{3} then \\boxed{\\sqrt{2}}'}])
-    got = data.load_benchmark(math)
+    got = load_benchmark(math)
     assert got[0] == {'id': 'a/1', 'question': 'P1', 'answer': '\\frac{1}{2}'}
     assert got[1]['answer'] == '\\sqrt{2}'  # the LAST boxed, braces balanced
     amc = _write(tmp_path / 'amc.jsonl', [{'id': 7, 'problem': 'P', 'answer': 27.0}, {'question': 'Q', 'answer': 0.5}])
-    assert [r['answer'] for r in data.load_benchmark(amc)] == ['27', '0.5']
+    assert [r['answer'] for r in load_benchmark(amc)] == ['27', '0.5']
     meta = _write(tmp_path / 'meta.jsonl', [{'query': 'Q', 'response': 'steps\nThe answer is: 42'}])
-    assert data.load_benchmark(meta)[0]['answer'] == '42'
+    assert load_benchmark(meta)[0]['answer'] == '42'
     js = tmp_path / 'x.json'
     js.write_text(json.dumps([{'question': 'Q', 'answer': '5'}]))
-    assert data.load_benchmark(str(js))[0]['answer'] == '5'
+    assert load_benchmark(str(js))[0]['answer'] == '5'
 
 
 def _write_parquet(path, rows):
@@ -412,8 +422,8 @@ ROWS = {'gsm8k': GSM8K_ROWS, 'math500': MATH500_ROWS, 'amc23': AMC_ROWS}
 
 @pytest.mark.parametrize('name', sorted(ROWS))
 def test_loaders_read_parquet_and_jsonl_alike(tmp_path, name):
-    from_parquet = data.load_benchmark(_write_parquet(tmp_path / f'{name}.parquet', ROWS[name]))
-    from_jsonl = data.load_benchmark(_write(tmp_path / f'{name}.jsonl', ROWS[name]))
+    from_parquet = load_benchmark(_write_parquet(tmp_path / f'{name}.parquet', ROWS[name]))
+    from_jsonl = load_benchmark(_write(tmp_path / f'{name}.jsonl', ROWS[name]))
     for got in (from_parquet, from_jsonl):
         assert [{k: r[k] for k in EXPECTED[name][0]} for r in got] == EXPECTED[name]
     assert [r['answer'] for r in from_parquet] == [r['answer'] for r in from_jsonl]
@@ -441,15 +451,15 @@ def test_hub_names_read_parquet_from_the_offline_cache(tmp_path, monkeypatch):
                                                  'main/train-00000-of-00001.parquet': other,
                                                  'socratic/test-00000-of-00001.parquet': other})
     _fake_hub_dataset(tmp_path, 'HuggingFaceH4/MATH-500', {'test.parquet': MATH500_ROWS})
-    got = data.load_benchmark('gsm8k')
+    got = load_benchmark('gsm8k')
     assert [{k: r[k] for k in EXPECTED['gsm8k'][0]} for r in got] == EXPECTED['gsm8k']
-    assert [r['answer'] for r in data.load_benchmark('math500')] == ['\\frac{1}{2}', '2516_8']
+    assert [r['answer'] for r in load_benchmark('math500')] == ['\\frac{1}{2}', '2516_8']
     with pytest.raises(FileNotFoundError, match='amc23'):  # not cached, and offline
-        data.load_benchmark('amc23')
+        load_benchmark('amc23')
 
 
 def test_load_synthetic_split(built):
-    recs = data.load_benchmark('synthetic', 'test', data_dir=built[0])
+    recs = load_benchmark('synthetic', 'test', data_dir=built[0])
     assert [(r['id'], r['question'], r['answer']) for r in recs] == \
            [(r['id'], r['question'], r['answer']) for r in built[1]['test']]
 
@@ -457,17 +467,17 @@ def test_load_synthetic_split(built):
 def test_malformed_lines_fail_with_file_and_line(tmp_path):
     bad = _write(tmp_path / 'bad.jsonl', [{'question': 'Q', 'answer': '1'}, '{"question": "Q2", ', ''])
     with pytest.raises(ValueError, match=r'bad\.jsonl:2: invalid JSON'):
-        data.load_benchmark(bad)
+        load_benchmark(bad)
     nofield = _write(tmp_path / 'nofield.jsonl', [{'question': 'Q', 'answer': '1'}, {'text': 'no question'}])
     with pytest.raises(ValueError, match=r"nofield\.jsonl:2: no 'question' or 'problem'"):
-        data.load_benchmark(nofield)
+        load_benchmark(nofield)
     noans = _write(tmp_path / 'noans.jsonl', [{'problem': 'P', 'solution': 'no box'}])
     with pytest.raises(ValueError, match=r'noans\.jsonl:1: .*boxed'):
-        data.load_benchmark(noans)
+        load_benchmark(noans)
     with pytest.raises(ValueError, match=r'bad2\.jsonl:3: invalid JSON'):
-        data.read_jsonl(_write(tmp_path / 'bad2.jsonl', ['{}', '', 'nope']))
+        read_jsonl(_write(tmp_path / 'bad2.jsonl', ['{}', '', 'nope']))
     with pytest.raises(FileNotFoundError, match='nonexistent'):
-        data.load_benchmark('nonexistent_benchmark')
+        load_benchmark('nonexistent_benchmark')
 
 
 # -----------------------------------------------------------------------------
@@ -481,16 +491,16 @@ def test_annotator_on_handwritten_cot():
     cot = ("Okay, let me think about this. Hmm, I need to figure out how many eggs are left. "
            "The farm has 16 eggs. She eats 3, so 16 - 3 = 13. Wait, let me double-check: 16 minus 3 is 13, yes. "
            "Then she bakes with 4: 13 - 4 = 9. So the answer is 9.")
-    assert _kept(cot, data.annotate_cot(cot)) == ['The farm has 16 eggs', 'She eats 3, so 16 - 3 = 13',
+    assert _kept(cot, annotate_cot(cot)) == ['The farm has 16 eggs', 'She eats 3, so 16 - 3 = 13',
                                                   'she bakes with 4: 13 - 4 = 9', 'the answer is 9']
 
 
 def test_annotator_keeps_latex_whole_and_drops_repeats():
     cot = ("So we have $x = 3.5$. Then $$\\frac{a}{b} = 2.\n5$$ holds.\n"
            "Let me verify $x = 3.5$ again. I think x = 3.5. Therefore the final answer is $\\boxed{7}$.")
-    kept = _kept(cot, data.annotate_cot(cot))
+    kept = _kept(cot, annotate_cot(cot))
     assert kept == ['$x = 3.5$', '$$\\frac{a}{b} = 2.\n5$$ holds', 'the final answer is $\\boxed{7}$']
-    for a, b in data.annotate_cot(cot):  # no span cuts a math span
+    for a, b in annotate_cot(cot):  # no span cuts a math span
         for m in re.finditer(r'\$\$.+?\$\$|\$.+?\$', cot, re.S):
             assert b <= m.start() or a >= m.end() or (a <= m.start() and m.end() <= b)
 
@@ -500,9 +510,40 @@ def test_annotator_agrees_with_synthetic_gold_spans(built):
     hits = total = extra = 0
     for r in built[1]['val']:
         gold = set(k for a, b in r['keep_spans'] for k in range(a, b))
-        pred = set(k for a, b in data.annotate_cot(r['cot']) for k in range(a, b))
+        pred = set(k for a, b in annotate_cot(r['cot']) for k in range(a, b))
         hits, total, extra = hits + len(gold & pred), total + len(gold), extra + len(pred - gold)
     assert hits / total > 0.9 and extra / total < 0.3
+
+
+def test_annotate_command_and_compressor_loader_on_real_format_records(tmp_path):
+    # records exactly as corpus.py writes them, keep_spans removed: `python annotate.py` and
+    # the compressor's loader annotate them, and the spans keep what the CoT decides
+    records = generate_corpus({'test': 30}, seed=11)['test']
+    bare = [{k: v for k, v in r.items() if k != 'keep_spans'} for r in records]
+    src, out = tmp_path / 'bare.jsonl', tmp_path / 'annotated.jsonl'
+    src.write_text(''.join(json.dumps(r) + '\n' for r in bare))
+    p = subprocess.run([sys.executable, 'annotate.py', str(src), str(out)], cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-2000:]
+    annotated = read_jsonl(str(out))
+    assert annotated == load_annotated(str(src))
+    for rec, orig in zip(annotated, bare):
+        assert {k: v for k, v in rec.items() if k != 'keep_spans'} == orig  # nothing else touched
+        check_annotated(rec, rec['id'])
+        cot, spans = rec['cot'], rec['keep_spans']
+        inside = lambda m: any(a <= m.start() and m.end() <= b for a, b in spans)
+        assert len(spans) > rec['difficulty']
+        assert all(inside(m) for m in EQUATION_RE.finditer(cot)), rec['id']  # every equation, whole
+        assert inside(re.search(rf"the answer is {rec['answer']}", cot))  # the final answer sentence
+        assert inside(re.search(r'\d+', cot))  # the start value (the first number the CoT states)
+        for m in re.finditer(r'[^.!?]*(double-check|verify)[^.!?]*[.!?]', cot):  # re-checks dropped
+            assert not any(a < m.end() and m.start() < b for a, b in spans), m.group()
+        assert sum(b - a for a, b in spans) < 0.7 * len(cot)  # the filler goes
+    # a file mixing annotated and bare records: given spans are kept as they are
+    mixed = tmp_path / 'mixed.jsonl'
+    mixed.write_text(json.dumps(records[0]) + '\n' + json.dumps(bare[1]) + '\n')
+    got = load_annotated(str(mixed))
+    assert got[0]['keep_spans'] == records[0]['keep_spans'] != annotate_cot(records[0]['cot'])  # not re-annotated
+    assert got[1]['keep_spans'] == annotate_cot(bare[1]['cot'])
 
 
 # -----------------------------------------------------------------------------
@@ -519,28 +560,20 @@ def test_pad_batch_shifts_targets_under_the_mask():
         data.pad_batch([([1, 2], [1])], 0)
 
 
-def test_sft_batches_deterministic_disjoint_shards_and_full_epochs():
+def test_train_sft_batches_are_seeded_disjoint_full_and_padded_by_pad_batch():
+    # the batching train_sft.py really uses: batch_indices over seeded epoch permutations,
+    # ranks interleaved, and make_batch = pad_batch on the chosen examples
     examples = [([i, i + 1], [0, 1]) for i in range(23)]
-    take = lambda gen, n: [[ex[0][0] for ex in next(gen)] for _ in range(n)]
-    a = take(data.sft_batches(examples, 4, seed=1, rank=0, world_size=2), 6)
-    assert a == take(data.sft_batches(examples, 4, seed=1, rank=0, world_size=2), 6)
-    assert a != take(data.sft_batches(examples, 4, seed=2, rank=0, world_size=2), 6)
-    b = take(data.sft_batches(examples, 4, seed=1, rank=1, world_size=2), 6)
-    per_rank = 23 // 2
-    first_a = [i for batch in a for i in batch][:per_rank]  # epoch 0 of each rank
-    first_b = [i for batch in b for i in batch][:per_rank]
-    assert len(set(first_a)) == per_rank and not set(first_a) & set(first_b)
-    second_a = [i for batch in a for i in batch][per_rank:2 * per_rank]
-    assert second_a != first_a  # reshuffled each epoch
-    assert all(len(batch) == 4 for batch in a)
-    x, y = next(data.sft_batches(examples, 4, seed=1, pad_id=0))
-    assert x.shape == (4, 1) and y.shape == (4, 1)
-
-
-def test_sft_batches_sort_pool_reduces_padding():
-    examples = [(list(range(n)), [1] * n) for n in [2, 30, 3, 31, 4, 32, 5, 33] * 4]
-    batches = [next(g) for g in [data.sft_batches(examples, 4, seed=0, sort_pool=8)] for _ in range(8)]
-    spread = [max(len(e[0]) for e in b) - min(len(e[0]) for e in b) for b in batches]
-    assert max(spread) <= 3
-    items = sorted(e[0][-1] for b in batches for e in b)
-    assert items == sorted(n - 1 for n in [2, 30, 3, 31, 4, 32, 5, 33] * 4)  # one epoch, each item once
+    n, B, world = len(examples), 4, 2
+    stream = lambda seed, rank: [train_sft.batch_indices(n, seed, m, rank, world, B) for m in range(6)]
+    a = stream(1, 0)
+    assert a == stream(1, 0) and a != stream(2, 0)
+    b = stream(1, 1)
+    for m in range(2):  # micro steps 0, 1 read global positions 0..15: all in epoch 0, no repeats across ranks
+        assert not set(a[m]) & set(b[m])
+    assert all(len(batch) == B for batch in a + b)
+    epoch = lambda e: [i for m in range(6) for r in range(world) for i in stream(1, r)[m]][e * n:(e + 1) * n]
+    assert sorted(epoch(0)) == sorted(epoch(1)) == list(range(n)) and epoch(0) != epoch(1)  # reshuffled each epoch
+    x, y, n_tokens = train_sft.make_batch(examples, a[0], pad_id=0, device='cpu')
+    assert x.shape == (4, 1) and y.shape == (4, 1) and n_tokens == 8
+    assert x[:, 0].tolist() == a[0] and y[:, 0].tolist() == [i + 1 for i in a[0]]

@@ -15,14 +15,16 @@ import torch
 
 import data
 import evaluate
-from common import save_checkpoint
+from common import save_checkpoint, write_jsonl
+from corpus import generate_corpus, tokenizer_training_texts
 from model import Qwen3, Qwen3Config
+from tokenizer import train_tokenizer
 
 
 @pytest.fixture(scope='module')
 def corpus_and_tok():
-    corpus = data.generate_corpus({'train': 200, 'test': 6}, seed=7)
-    tok = data.train_tokenizer(data.tokenizer_training_texts(corpus['train']), vocab_size=400)
+    corpus = generate_corpus({'train': 200, 'test': 6}, seed=7)
+    tok = train_tokenizer(tokenizer_training_texts(corpus['train']), vocab_size=400)
     return corpus, tok
 
 
@@ -251,8 +253,8 @@ def configure(monkeypatch, tmp_path, bench, models, model_modes, **extra):
 def test_end_to_end_writes_samples_summary_report_and_resumes(corpus_and_tok, tmp_path, monkeypatch):
     corpus, tok = corpus_and_tok
     bench = str(tmp_path / 'bench.jsonl')
-    data.write_jsonl(bench, [{'id': r['id'], 'question': r['question'], 'answer': r['answer']}
-                             for r in corpus['test'][:3]])
+    write_jsonl(bench, [{'id': r['id'], 'question': r['question'], 'answer': r['answer']}
+                        for r in corpus['test'][:3]])
     models = {'base': tiny_checkpoint(tmp_path / 'base', tok, 1), 'sft': str(tmp_path / 'sft'),
               'chrpo': str(tmp_path / 'chrpo')}
     tiny_checkpoint(tmp_path / 'sft', tok, 2)  # an out_dir: resolved to its ckpt/
@@ -290,8 +292,8 @@ def test_end_to_end_writes_samples_summary_report_and_resumes(corpus_and_tok, tm
 def test_killed_run_resumes_from_partial_file(corpus_and_tok, tmp_path, monkeypatch):
     corpus, tok = corpus_and_tok
     bench = str(tmp_path / 'bench.jsonl')
-    data.write_jsonl(bench, [{'id': r['id'], 'question': r['question'], 'answer': r['answer']}
-                             for r in corpus['test'][:4]])
+    write_jsonl(bench, [{'id': r['id'], 'question': r['question'], 'answer': r['answer']}
+                        for r in corpus['test'][:4]])
     models = {'base': tiny_checkpoint(tmp_path / 'base', tok, 1)}
     configure(monkeypatch, tmp_path, bench, models, {'base': ['base']}, chunk_items=2)
     real = evaluate.sample_and_grade

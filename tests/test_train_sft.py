@@ -16,6 +16,8 @@ import torch
 import data
 import train_sft
 from common import find_checkpoint, load_train_state, read_jsonl
+from corpus import build_corpus
+from tokenizer import load_tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--n_layer=2', '--n_embd=32', '--n_head=2', '--n_kv_head=1', '--head_dim=16', '--intermediate=64',
@@ -24,10 +26,10 @@ TINY = ['--n_layer=2', '--n_embd=32', '--n_head=2', '--n_kv_head=1', '--head_dim
 
 @pytest.fixture(scope='module')
 def tiny_data(tmp_path_factory):
-    """A handful of corpus records and a small tokenizer, written the way `python data.py` does."""
+    """A handful of corpus records and a small tokenizer, written the way `python corpus.py` does."""
     d = tmp_path_factory.mktemp('data')
-    data.build_corpus(str(d), seed=7, sizes={'train': 24, 'val': 4, 'test': 2, 'sft_pool': 2, 'rl_pool': 2},
-                      vocab_size=400, tokenizer_docs=24, verbose=False)
+    build_corpus(str(d), seed=7, sizes={'train': 24, 'val': 4, 'test': 2, 'sft_pool': 2, 'rl_pool': 2},
+                 vocab_size=400, tokenizer_docs=24, verbose=False)
     return d
 
 
@@ -58,7 +60,7 @@ def ckpt_weights(out_dir):
 
 
 def test_loss_mask_excludes_prompt(tiny_data):
-    tok = data.load_tokenizer(str(tiny_data / 'tokenizer'))
+    tok = load_tokenizer(str(tiny_data / 'tokenizer'))
     examples = train_sft.load_examples(str(tiny_data / 'train.jsonl'), tok, 'none', 512)
     records = read_jsonl(str(tiny_data / 'train.jsonl'))
     x, y, n_tokens = train_sft.make_batch(examples, [0, 1, 2], tok.pad_id, 'cpu')
@@ -75,7 +77,7 @@ def test_loss_mask_excludes_prompt(tiny_data):
 
 
 def test_truncation_counts_and_drops_examples_without_targets(tiny_data, capsys):
-    tok = data.load_tokenizer(str(tiny_data / 'tokenizer'))
+    tok = load_tokenizer(str(tiny_data / 'tokenizer'))
     full = train_sft.load_examples(str(tiny_data / 'train.jsonl'), tok, 'none', 10_000)
     n_prompt_min = min(m.index(1) for _, m in full)
     cut = n_prompt_min + 5
@@ -130,7 +132,7 @@ def test_lr_schedule_warmup_then_cosine_to_floor():
 
 
 def test_malformed_data_gives_clear_error(tiny_data, tmp_path):
-    tok = data.load_tokenizer(str(tiny_data / 'tokenizer'))
+    tok = load_tokenizer(str(tiny_data / 'tokenizer'))
     good = read_jsonl(str(tiny_data / 'train.jsonl'))[0]
     bad = dict(good, id='broken-7')
     del bad['cot']
@@ -196,7 +198,7 @@ def test_checkpoint_loads_in_transformers_with_same_logits(ddp_run, tiny_data):
     ckpt = find_checkpoint(str(ddp_run))
     ours = Qwen3.from_pretrained(ckpt, dtype=torch.float32).eval()
     theirs = transformers.Qwen3ForCausalLM.from_pretrained(ckpt, torch_dtype=torch.float32).eval()
-    tok = data.load_tokenizer(str(tiny_data / 'tokenizer'))
+    tok = load_tokenizer(str(tiny_data / 'tokenizer'))
     ids = torch.tensor([tok.encode(data.render_prompt('Mia has 3 apples. How many?', 'none'))])
     with torch.no_grad():
         a, b = ours(ids), theirs(ids).logits

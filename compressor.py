@@ -1,0 +1,270 @@
+"""
+The question-aware CoT compressor (the Extra-CoT paper, Stage 1) as a library: the model,
+how a (question, CoT) pair becomes tokens and keep/drop labels, and compression of a CoT at
+a ratio with a trained classifier. Training is train_compressor.py; building the SFT data
+with it is build_sft_data.py.
+
+    from compressor import load_compressor, compress
+    model, tok = load_compressor('out/compressor/ckpt')
+    out = compress(model, tok, question, cot, 0.4)   # dict(text, realized_ratio, kept_tokens, total_tokens)
+
+The classifier (model.py's Qwen3 run bidirectionally, `causal=False`, with a 2-label head)
+reads  question tokens, <think>, CoT tokens  and predicts keep (1) / drop (0) for every CoT
+token. Question tokens are context only (label -100). A CoT token is labelled keep when its
+char range (whitespace stripped) overlaps a keep span of the annotated corpus.
+Paper scale: the paper's Longformer-large (435M, 4096 tokens) is replaced by Qwen3-0.6B made
+bidirectional (same size class, loads with this repo's own model code, 32k positions); its
+pretrained causal weights are a warm start for the bidirectional encoder, the head is fresh.
+
+Compressing at ratio g (`compress`, `compress_batch`): one forward pass, score = keep logit
+minus drop logit per CoT token; the selection units are whitespace-delimited words, merged
+with formula spans ("24 - 9 = 15", $...$, \\( \\), \\[ \\]) so that a number or an equation
+is kept or dropped whole (a digit-by-digit tokenizer would otherwise cut numbers); a formula
+scores the mean of its tokens, a plain word its best token ("12." is not sunk by its
+period). Where the classifier drops (best token score <= 0), consecutive plain words up to a
+clause mark merge into one unit scored by its mean (`group_drop_runs`): once the decisive
+words are in, filler is added as whole clauses, never as function words torn out of it.
+Units are taken best-first while they bring the kept token count closer to
+target = round(n*g) (round half up), so |kept - target| <= largest unit / 2.
+Kept units stay in their original order; a gap holding a newline stays a newline, any other
+gap is one space. The realized ratio is measured in the REASONING model's tokenizer:
+len(encode(compressed)) / len(encode(original)).
+"""
+import bisect
+import math
+import re
+
+import torch
+
+from model import Qwen3, Qwen3Config
+from tokenizer import load_tokenizer
+
+
+# -----------------------------------------------------------------------------
+# (question, cot) -> ids, CoT token spans, keep/drop labels
+
+def token_spans(tok, text):
+    """ids and each token's char span with surrounding whitespace stripped ((s, s) for a
+    whitespace-only token). Byte-level BPE offsets include the leading space of ' word'."""
+    ids, offsets = tok.encode_with_offsets(text)
+    spans = []
+    for s, e in offsets:
+        while s < e and text[s].isspace():
+            s += 1
+        while e > s and text[e - 1].isspace():
+            e -= 1
+        spans.append((s, e))
+    return ids, spans
+
+
+def encode_pair(tok, question, cot, max_len, max_q, keep_spans=None):
+    """Input ids  question[:max_q] + <think> + cot  (cut to max_len), the index of the first
+    CoT token, the CoT tokens' stripped char spans, and labels (keep 1 / drop 0 on CoT tokens
+    with text, -100 elsewhere) when keep_spans is given."""
+    q_ids = tok.encode(question)[:max_q]
+    c_ids, spans = token_spans(tok, cot)
+    c_ids, spans = c_ids[:max_len - len(q_ids) - 1], spans[:max_len - len(q_ids) - 1]
+    ids = q_ids + [tok.think_start_id] + c_ids
+    labels = None
+    if keep_spans is not None:
+        labels = [-100] * (len(q_ids) + 1)
+        j = 0
+        for s, e in spans:
+            if s == e:
+                labels.append(-100)
+                continue
+            while j < len(keep_spans) and keep_spans[j][1] <= s:
+                j += 1  # spans are sorted and tokens advance, so a single sweep suffices
+            labels.append(int(j < len(keep_spans) and keep_spans[j][0] < e))
+    return ids, len(q_ids) + 1, spans, labels
+
+
+def pad_examples(examples, pad_id):
+    T = max(len(ids) for ids, _ in examples)
+    x = torch.full((len(examples), T), pad_id, dtype=torch.long)
+    y = torch.full((len(examples), T), -100, dtype=torch.long)
+    mask = torch.zeros((len(examples), T), dtype=torch.long)
+    for i, (ids, labels) in enumerate(examples):
+        x[i, :len(ids)] = torch.tensor(ids)
+        y[i, :len(ids)] = torch.tensor(labels)
+        mask[i, :len(ids)] = 1
+    return x, y, mask
+
+
+# -----------------------------------------------------------------------------
+# the model
+
+
+def build_model(tok, init_from, seed, n_layer, n_embd, n_head, n_kv_head, intermediate_size, max_len):
+    """A bidirectional Qwen3 with a 2-label head: from scratch (the size arguments, init seed), or
+    from a causal Qwen3 checkpoint / hub id (init_from) as a warm start with a fresh head."""
+    if init_from == 'scratch':
+        mcfg = Qwen3Config(vocab_size=tok.vocab_size, hidden_size=n_embd, intermediate_size=intermediate_size,
+                           num_hidden_layers=n_layer, num_attention_heads=n_head,
+                           num_key_value_heads=n_kv_head, head_dim=n_embd // n_head,
+                           max_position_embeddings=max(max_len, 1024), rope_theta=10000.0,
+                           tie_word_embeddings=False, bos_token_id=None, eos_token_id=tok.eos_id,
+                           pad_token_id=tok.pad_id, torch_dtype='float32')
+        return Qwen3(mcfg, num_labels=2, causal=False).init_weights(seed)
+    model = Qwen3.from_pretrained(init_from, dtype=torch.float32, num_labels=2, causal=False)
+    if model.config.vocab_size < tok.vocab_size:  # budget tokens appended to a Qwen3 tokenizer
+        model.resize_token_embeddings(tok.vocab_size)
+    return model
+
+
+def load_compressor(path, device='cpu'):
+    """(model, tokenizer) of a trained compressor checkpoint folder."""
+    return Qwen3.from_pretrained(path, dtype=torch.float32, device=device, num_labels=2, causal=False), load_tokenizer(path)
+
+
+# -----------------------------------------------------------------------------
+# compression: units, selection, rendering, scoring
+
+def round_half_up(x):
+    """round(x) with halves up (Python's round() rounds halves to even): the target round(n*g)."""
+    return int(math.floor(x + 0.5))
+
+
+# a LaTeX span, or a plain equation: numbers joined by operators with at least one '='
+_NUM = r'\$?\(?-?\d+(?:,\d{3})*(?:\.\d+)?%?\)?'
+FORMULA_RE = re.compile(r'\$\$.+?\$\$|\$[^$\n]+?\$|\\\(.+?\\\)|\\\[.+?\\\]|'
+                        rf'{_NUM}(?:\s*[-+*/×÷^=<>≤≥]\s*{_NUM})+', re.S)
+
+
+def formula_spans(text):
+    spans = []
+    for m in FORMULA_RE.finditer(text):
+        latex = m.group().startswith(('$$', '\\(', '\\[')) or (m.group()[0] == '$' and m.group()[-1] == '$')
+        if latex or '=' in m.group():
+            spans.append(m.span())
+    return spans
+
+
+def cot_units(cot, spans):
+    """Selection units: [(start, end, [token indices], is_formula)] in text order. Words (\\S+
+    runs) merged with any formula span they overlap; whitespace-only tokens belong to no unit."""
+    intervals = sorted([(*m.span(), False) for m in re.finditer(r'\S+', cot)] + [(s, e, True) for s, e in formula_spans(cot)])
+    merged = []
+    for s, e, formula in intervals:
+        if merged and s < merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], e)
+            merged[-1][2] = merged[-1][2] or formula
+        else:
+            merged.append([s, e, formula])
+    units = [(s, e, [], formula) for s, e, formula in merged]
+    starts = [m[0] for m in merged]
+    for i, (s, e) in enumerate(spans):
+        if s < e:
+            units[bisect.bisect_right(starts, s) - 1][2].append(i)
+    return [u for u in units if u[2]]
+
+
+def group_drop_runs(cot, units, scores):
+    """Coarser units where the classifier drops: consecutive plain words whose best token
+    scores <= 0 (predicted drop) merge into one unit that ends at a clause mark (. , ; : ? !).
+    Why: the annotations are binary, so the ranking among drop words is arbitrary; selected
+    word by word, a budget above the decisive share filled itself with function words torn
+    out of filler ("the with the at ..."), which the SFT model then imitated. As whole
+    clauses, filler enters a compressed CoT readable, or not at all. Decisive words and
+    formulas stay units of their own. A merged run is marked is_formula=None (scored by its mean)."""
+    out, run = [], []
+
+    def flush():
+        if run:
+            out.append((run[0][0], run[-1][1], [i for u in run for i in u[2]], None if len(run) > 1 else False))
+            run.clear()
+    for u in units:
+        if not u[3] and max(scores[i] for i in u[2]) <= 0:
+            run.append(u)
+            if cot[u[1] - 1] in '.,;:?!':
+                flush()
+        else:
+            flush()
+            out.append(u)
+    flush()
+    return out
+
+
+def select_units(units, scores, ratio):
+    """Indices of the kept units (text order): best unit score first, a unit taken when it
+    brings the kept count closer to target = round(n*ratio): 2*(kept + size - target) <= size."""
+    n = sum(len(u[2]) for u in units)
+    target = round_half_up(n * ratio)
+    # a formula or a merged drop run scores its mean token score; a plain word its best token,
+    # so that '12.' is not dragged down by its period
+    mean = [max(scores[i] for i in u[2]) if u[3] is False else sum(scores[i] for i in u[2]) / len(u[2])
+            for u in units]
+    kept, total = [], 0
+    for j in sorted(range(len(units)), key=lambda j: -mean[j]):
+        size = len(units[j][2])
+        if 2 * (total + size - target) <= size:
+            kept.append(j)
+            total += size
+    return sorted(kept), total, n
+
+
+def render_units(cot, units, kept):
+    """Kept unit texts in order; a gap with a newline in the original stays one, else a space;
+    then whitespace normalized (spaces collapsed, lines stripped, empty lines dropped)."""
+    parts = []
+    for k, j in enumerate(kept):
+        if k:
+            gap = cot[units[kept[k - 1]][1]:units[j][0]]
+            parts.append('\n' if '\n' in gap else ' ')
+        parts.append(cot[units[j][0]:units[j][1]])
+    lines = [' '.join(line.split()) for line in ''.join(parts).split('\n')]
+    return '\n'.join(line for line in lines if line)
+
+
+@torch.no_grad()
+def score_cots(model, tok, pairs, max_len=4096, max_q=512, batch_size=16):
+    """Keep scores (logit_keep - logit_drop) for every CoT token of each (question, cot), one
+    forward per CoT (a CoT longer than the window is scored in consecutive windows, each with
+    the question in front). Returns [(spans, scores)]."""
+    model.eval()
+    device = next(model.parameters()).device
+    jobs, results = [], []
+    for k, (q, cot) in enumerate(pairs):
+        q_ids = tok.encode(q)[:max_q]
+        c_ids, spans = token_spans(tok, cot)
+        room = max(1, max_len - len(q_ids) - 1)
+        results.append((spans, [0.0] * len(c_ids)))
+        for w in range(0, len(c_ids), room):
+            jobs.append((k, w, q_ids + [tok.think_start_id] + c_ids[w:w + room], len(q_ids) + 1))
+    jobs.sort(key=lambda j: len(j[2]))  # similar lengths together: less padding
+    for i in range(0, len(jobs), batch_size):
+        chunk = jobs[i:i + batch_size]
+        x, _, mask = pad_examples([(ids, [0] * len(ids)) for _, _, ids, _ in chunk], tok.pad_id)
+        logits = model(x.to(device), attention_mask=mask.to(device)).float().cpu()
+        score = (logits[..., 1] - logits[..., 0]).tolist()
+        for b, (k, w, ids, start) in enumerate(chunk):
+            results[k][1][w:w + len(ids) - start] = score[b][start:len(ids)]
+    return results
+
+
+def compress_batch(model, tok, pairs, ratios, reasoning_tok=None, max_len=4096, batch_size=16):
+    """Compress each (question, cot) at every ratio with one scoring pass per CoT.
+    Returns, per pair, a list (one per ratio) of dict(text, ratio, realized_ratio, kept_tokens,
+    total_tokens); kept/total count compressor tokens, realized_ratio reasoning-model tokens."""
+    rtok = reasoning_tok or tok
+    out = []
+    for (q, cot), (spans, scores) in zip(pairs, score_cots(model, tok, pairs, max_len, batch_size=batch_size)):
+        units = group_drop_runs(cot, cot_units(cot, spans), scores)
+        n_orig = len(rtok.encode(cot.strip()))
+        if n_orig == 0:
+            raise ValueError(f'compress: empty CoT for question {q[:60]!r}')
+        rows = []
+        for g in ratios:
+            if not 0.0 <= g <= 1.0:
+                raise ValueError(f'compress: ratio {g} is outside [0, 1]')
+            kept, k_tokens, n = select_units(units, scores, g)
+            text = render_units(cot, units, kept)
+            rows.append(dict(text=text, ratio=g, realized_ratio=len(rtok.encode(text)) / n_orig,
+                             kept_tokens=k_tokens, total_tokens=n))
+        out.append(rows)
+    return out
+
+
+def compress(model, tok, question, cot, ratio, reasoning_tok=None):
+    """dict(text, realized_ratio, kept_tokens, total_tokens) for one CoT at one ratio."""
+    return compress_batch(model, tok, [(question, cot)], [ratio], reasoning_tok)[0][0]
