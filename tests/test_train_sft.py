@@ -16,6 +16,7 @@ import torch
 import data
 import train_sft
 from common import find_checkpoint, load_train_state, read_jsonl
+from digest import param_digest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--n_layer=2', '--n_embd=32', '--n_head=2', '--n_kv_head=1', '--head_dim=16', '--intermediate=64',
@@ -35,13 +36,13 @@ def data_args(d):
     return [f'--data_path={d}/train.jsonl', f'--val_path={d}/val.jsonl', f'--tokenizer_path={d}/tokenizer']
 
 
-def run_script(args, nproc=1, check=True):
-    env = dict(os.environ, OMP_NUM_THREADS='1', HF_HUB_OFFLINE='1')
+def run_script(args, nproc=1, check=True, script='train_sft.py', env_extra=None):
+    """Run train_sft.py (or tests/sft_worker.py, which adds the kill / weight-digest hooks)."""
+    env = dict(os.environ, OMP_NUM_THREADS='1', HF_HUB_OFFLINE='1', **(env_extra or {}))
     if nproc == 1:
-        cmd = [sys.executable, 'train_sft.py']
+        cmd = [sys.executable, script]
     else:
-        cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}',
-               'train_sft.py']
+        cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}', script]
     p = subprocess.run(cmd + args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     if check and p.returncode != 0:
         raise AssertionError(f'{" ".join(cmd + args)} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}')
@@ -173,7 +174,7 @@ def test_sft_loss_falls_on_tiny_set(tiny_data, tmp_path, monkeypatch):
 def ddp_run(tiny_data, tmp_path_factory):
     out = tmp_path_factory.mktemp('ddp')
     run_script(TINY + data_args(tiny_data) + [f'--out_dir={out}', '--max_iters=4', '--grad_accum_steps=2',
-                                              '--dump_param_hash=True', '--eval_interval=2'], nproc=2)
+                                              '--eval_interval=2'], nproc=2, script='tests/sft_worker.py')
     return out
 
 
@@ -182,7 +183,7 @@ def test_torchrun_two_ranks_end_with_identical_weights(ddp_run):
     h1 = (ddp_run / 'param_hash_rank1.txt').read_text()
     assert h0 == h1
     # and the checkpoint holds those weights, trained (not the init)
-    assert train_sft.param_hash(ckpt_weights(ddp_run)) == h0.strip()
+    assert param_digest(ckpt_weights(ddp_run)) == h0.strip()
     state = load_train_state(find_checkpoint(str(ddp_run)))
     assert state['step'] == 4 and state['world_size'] == 2
     rows = read_jsonl(str(ddp_run / 'metrics.jsonl'))
@@ -220,7 +221,8 @@ def test_fsdp_two_ranks_matches_ddp(ddp_run, tiny_data, tmp_path):
 def test_killed_run_resumes_to_same_weights(tiny_data, tmp_path):
     common = TINY + data_args(tiny_data) + ['--max_iters=4', '--ckpt_interval=2', '--eval_interval=0']
     run_script(common + [f'--out_dir={tmp_path}/full'])
-    crashed = run_script(common + [f'--out_dir={tmp_path}/killed', '--crash_at_step=3'], check=False)
+    crashed = run_script(common + [f'--out_dir={tmp_path}/killed'], check=False, script='tests/sft_worker.py',
+                         env_extra={'SFT_KILL_AT_STEP': '3'})
     assert crashed.returncode != 0
     ckpt = find_checkpoint(str(tmp_path / 'killed'))
     assert ckpt is not None and load_train_state(ckpt)['step'] == 2  # the last checkpoint before the kill
