@@ -39,7 +39,9 @@ ITEMS = [{'id': f'q{i}', 'question': f'Q{i}', 'answer': str(i)} for i in range(5
 
 
 def run(rank=0, world=1, settings=SETTINGS, items=ITEMS):
-    return evaluate.evaluate_pair(None, Tok(), 'ckpt', 'm', 'base', 'syn', items, rank, world, settings)
+    # out_dir and chunk_items as main() passes them from its config (set by the `scripted` fixture)
+    return evaluate.evaluate_pair(None, Tok(), 'ckpt', 'm', 'base', 'syn', items, rank, world, settings,
+                                  out_dir=evaluate.out_dir, chunk_items=evaluate.chunk_items, batch_size=8)
 
 
 def check_complete(rows, items=ITEMS, n=2):
