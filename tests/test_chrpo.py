@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 
+import data
 import train_chrpo as tc
 from digest import param_digest
 from model import Qwen3, Qwen3Config
@@ -157,7 +158,6 @@ def test_one_step_raises_logprob_of_positive_advantage_rollout():
 
 @pytest.fixture(scope='module')
 def rl_setup(tmp_path_factory):
-    import data
     root = tmp_path_factory.mktemp('chrpo')
     corpus = data.generate_corpus({'train': 200, 'rl_pool': 8}, seed=5)
     tok = data.train_tokenizer([r['question'] + ' ' + r['cot'] for r in corpus['train']], vocab_size=400)

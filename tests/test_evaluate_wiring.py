@@ -2,7 +2,6 @@
 a torn .partial chunk is rewritten and only its questions are sampled again, per-rank
 partial files are merged in item order; and the metric edge cases (ActRatio reference
 order, the budget "within 0.1" boundary) against hand numbers."""
-import types
 
 import pytest
 

@@ -7,6 +7,7 @@ run, HF (transformers) loading of the checkpoint, and clear errors on malformed 
 """
 import json
 import os
+import random
 import subprocess
 import sys
 
@@ -17,6 +18,7 @@ import data
 import train_sft
 from common import find_checkpoint, load_train_state, read_jsonl
 from digest import param_digest
+from model import Qwen3
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--n_layer=2', '--n_embd=32', '--n_head=2', '--n_kv_head=1', '--head_dim=16', '--intermediate=64',
@@ -50,7 +52,6 @@ def run_script(args, nproc=1, check=True, script='train_sft.py', env_extra=None)
 
 
 def ckpt_weights(out_dir):
-    from model import Qwen3
     return Qwen3.from_pretrained(find_checkpoint(str(out_dir)), dtype=torch.float32).state_dict()
 
 
@@ -103,7 +104,6 @@ def test_batch_stream_covers_each_epoch_once_across_ranks():
 
 
 def test_length_grouped_batches_cover_each_epoch_once_with_less_padding():
-    import random
     rng = random.Random(0)
     n, B, world, pool = 96, 4, 2, 6
     lengths = [rng.randint(100, 400) for _ in range(n)]
@@ -193,7 +193,6 @@ def test_torchrun_two_ranks_end_with_identical_weights(ddp_run):
 
 def test_checkpoint_loads_in_transformers_with_same_logits(ddp_run, tiny_data):
     import transformers
-    from model import Qwen3
     ckpt = find_checkpoint(str(ddp_run))
     ours = Qwen3.from_pretrained(ckpt, dtype=torch.float32).eval()
     theirs = transformers.Qwen3ForCausalLM.from_pretrained(ckpt, torch_dtype=torch.float32).eval()
