@@ -1,6 +1,7 @@
 """
 Evaluation: the sample-and-grade engine every stage uses, benchmark metrics per
-(model, mode), and the report (table in the paper's layout + accuracy-vs-ratio plot).
+(model, mode), and the CLI that runs checkpoints x modes x benchmarks and writes the report
+(report.py: table in the paper's layout + accuracy-vs-ratio plot).
 
     python evaluate.py config/eval_tiny.py                       # embedded default, CPU
     torchrun --standalone --nproc_per_node=8 evaluate.py config/eval_qwen3_1p7b.py
@@ -40,7 +41,8 @@ Metrics per (benchmark, model, mode), see `summarize`:
                  (per question); tokens_per_s; pass@k when n > 1 (unbiased estimator)
 
 Outputs in out_dir: samples_{model}_{mode}_{benchmark}.jsonl (one line per sample),
-summary.json (a list of rows), report.md (+ report_path if set) and accuracy_vs_ratio.png.
+summary.json (a list of rows), report.md (+ report_path if set) and accuracy_vs_ratio.png
+(both written by report.py).
 Resumable: a finished samples file whose run key matches the current settings is reused;
 an unfinished pair resumes from its per-rank .partial files (chunks of `chunk_items`).
 Distributed: rank r takes items[r::world]; rank 0 merges the per-rank files.
@@ -54,15 +56,20 @@ import time
 
 import torch
 
+import data
+import sampler
+from benchmarks import load_benchmark
 from common import (atomic_write_json, atomic_write_text, barrier, cleanup_dist,
                     drop_torn_tail, find_checkpoint, is_main, print0, read_jsonl, read_jsonl_tolerant,
                     setup_dist, write_jsonl)
 from grading import extract_answer, find_boxed, is_equiv
+from model import Qwen3
+from report import write_report
+from tokenizer import load_tokenizer
 
 # -----------------------------------------------------------------------------
 # config (embedded default; config/eval_*.py override)
 out_dir = 'out/eval'  # per-sample jsonl, summary.json, report.md, plot
-max_iters = 0  # unused (kept so every script has it)
 models = {'base': 'out/base/ckpt', 'sft': 'out/sft/ckpt', 'chrpo': 'out/chrpo/ckpt'}  # name -> checkpoint
 model_modes = {'base': ['base'],  # name -> modes to evaluate ('base'/'none', '0.2'..'1.0', 'auto')
                'sft': ['base', '0.2', '0.4', '0.6', '0.8', '1.0', 'auto'],
@@ -83,7 +90,7 @@ chunk_items = 64  # questions per resumable chunk (appended to the .partial file
 system = ''  # system prompt ('' = none; paper: 'You are a helpful assistant.')
 seed = 1234  # sampling seed (chunk seed = seed + index of its first question)
 device = 'auto'  # 'auto' | 'cpu' | 'cuda'
-dtype = 'auto'  # 'auto' (bf16 on cuda, fp32 on cpu) | 'float32' | 'bfloat16'
+param_dtype = 'auto'  # weights: 'auto' (bf16 on cuda, fp32 on cpu) | 'float32' | 'bfloat16' | 'float16'
 cuda_graph = False  # sampler: CUDA-graph decode (GPU only)
 reference_model = 'base'  # ActRatio denominator: this model's 'base' row
 report_path = ''  # extra copy of report.md (speedrun: out/report.md)
@@ -126,7 +133,6 @@ def _budget_name(b):
 def grade(tok, tokens, finish_reason, gold, mode):
     """Grade one generated continuation (the ids after the prompt). Returns a dict with
     output, parsed, pred, correct, think_tokens, budget (see the module docstring)."""
-    import data
     mode = canonical_mode(mode)
     tokens = [int(t) for t in tokens]
     parsed = data.parse_response(tok, tokens)
@@ -156,7 +162,6 @@ def grade(tok, tokens, finish_reason, gold, mode):
 
 
 def build_prompts(tok, items, mode, system=None):
-    import data
     mode = canonical_mode(mode)
     prompts = []
     for i, it in enumerate(items):
@@ -173,7 +178,6 @@ def sample_and_grade(model, tok, items, mode, n=1, temperature=0.7, top_p=0.9, t
     'question', 'answer' (gold), optional 'difficulty'. Returns len(items)*n dicts in item
     order (samples of one item together), each with latency_s (see module docstring).
     sampler_kw go to sampler.generate as is (cuda_graph=True, compile=True on GPU)."""
-    import sampler
     mode = canonical_mode(mode)  # rows carry data.MODES names ('none', not 'base')
     if not items:
         return []
@@ -353,141 +357,6 @@ def _num_key(s):
 
 
 # -----------------------------------------------------------------------------
-# report
-
-MODE_LABELS = {'base': 'no budget token', 'auto': 'POLICY'}  # how modes read in the table
-
-
-def _row_label(model_name, mode):
-    if model_name == 'base' and mode == 'base':
-        return 'base model'
-    return f"{model_name} {MODE_LABELS.get(mode, mode)}"
-
-
-def _fmt(x, spec='.2f', none='-'):
-    return none if x is None else format(x, spec)
-
-
-def write_report(summary_rows, out_path, title='Extra-CoT evaluation', plot_path=None):
-    """Markdown report from summary rows: the main table (rows = model/mode, a column per
-    benchmark: "think tokens / accuracy % (ActRatio)"), budget following, POLICY budget
-    histogram, latency. With plot_path, also the accuracy-vs-ActRatio plot (if matplotlib)."""
-    rows = list(summary_rows)
-    benches = list(dict.fromkeys(r.get('benchmark', 'synthetic') for r in rows))
-    pairs = list(dict.fromkeys((r['model'], r['mode']) for r in rows))
-    cell = {(r.get('benchmark', 'synthetic'), r['model'], r['mode']): r for r in rows}
-    lines = [f'# {title}', '', 'think tokens / accuracy % ± 95% half-width (ActRatio) [accuracy difference to the '
-             'reference row ± its paired 95% half-width, points]; think tokens are counted inside a closed '
-             '`<think>..</think>` only; truncated or unboxed answers count as wrong.', '']
-    lines += ['| method / mode | ' + ' | '.join(benches) + ' |', '|---|' + '---|' * len(benches)]
-    for m, md in pairs:
-        cells = []
-        for b in benches:
-            r = cell.get((b, m, md))
-            if r is None:
-                cells.append('-')
-                continue
-            ratio = f" ({r['act_ratio']:.2f})" if r.get('act_ratio') is not None else ''
-            ci = f" ± {100 * r['accuracy_ci95']:.1f}" if r.get('accuracy_ci95') is not None else ''
-            diff = (f" [{100 * r['acc_diff_vs_ref']:+.1f} ± {100 * r['acc_diff_ci95']:.1f}]"
-                    if r.get('acc_diff_ci95') is not None else '')
-            cells.append(f"{_fmt(r.get('think_tokens'), '.0f')} / {100 * r['accuracy']:.1f}{ci}{ratio}{diff}")
-        lines.append(f'| {_row_label(m, md)} | ' + ' | '.join(cells) + ' |')
-    # budget following
-    bf = [r for r in rows if r.get('budget_n')]
-    if bf:
-        lines += ['', '## Budget following', '',
-                  'realized ratio r = think tokens / the same question\'s think tokens in the reference row; '
-                  'target = the fixed ratio, or the chosen budget in POLICY mode.', '',
-                  '| benchmark | method / mode | reference | mean abs(r - target) | within 0.1 | samples |',
-                  '|---|---|---|---|---|---|']
-        for r in bf:
-            lines.append(f"| {r.get('benchmark', 'synthetic')} | {_row_label(r['model'], r['mode'])} | {r.get('reference')} "
-                         f"| {_fmt(r['budget_abs_err'], '.3f')} | {_fmt(100 * r['budget_within_0.1'], '.1f')}% "
-                         f"| {r['budget_n']} |")
-    # POLICY histogram
-    pol = [r for r in rows if r.get('budget_hist')]
-    if pol:
-        keys = list(dict.fromkeys(k for r in pol for k in r['budget_hist']))
-        lines += ['', '## POLICY mode: chosen budgets', '', '| benchmark | model | ' + ' | '.join(keys) + ' |',
-                  '|---|---|' + '---|' * len(keys)]
-        for r in pol:
-            tot = max(sum(r['budget_hist'].values()), 1)
-            lines.append(f"| {r.get('benchmark', 'synthetic')} | {r['model']} | "
-                         + ' | '.join(f"{r['budget_hist'].get(k, 0)} ({100 * r['budget_hist'].get(k, 0) / tot:.0f}%)"
-                                      for k in keys) + ' |')
-    # accuracy by difficulty
-    diffs = list(dict.fromkeys(d for r in rows for d in (r.get('acc_by_difficulty') or {})))
-    if diffs:
-        lines += ['', '## Accuracy % by difficulty', '', '| benchmark | method / mode | ' + ' | '.join(diffs) + ' |',
-                  '|---|---|' + '---|' * len(diffs)]
-        for r in rows:
-            d = r.get('acc_by_difficulty') or {}
-            lines.append(f"| {r.get('benchmark', 'synthetic')} | {_row_label(r['model'], r['mode'])} | "
-                         + ' | '.join(_fmt(100 * d[k], '.1f') if k in d else '-' for k in diffs) + ' |')
-    # latency
-    lines += ['', '## Latency', '', '| benchmark | method / mode | s / question | tokens / s | generated tokens / sample |',
-              '|---|---|---|---|---|']
-    for r in rows:
-        lines.append(f"| {r.get('benchmark', 'synthetic')} | {_row_label(r['model'], r['mode'])} | "
-                     f"{_fmt(r.get('latency_s'), '.3f')} | {_fmt(r.get('tokens_per_s'), '.1f')} | "
-                     f"{_fmt(r.get('gen_tokens'), '.1f')} |")
-    if any(k.startswith('pass@') for r in rows for k in r):
-        ks = sorted({k for r in rows for k in r if k.startswith('pass@')}, key=lambda k: int(k[5:]))
-        lines += ['', '## pass@k %', '', '| benchmark | method / mode | ' + ' | '.join(ks) + ' |',
-                  '|---|---|' + '---|' * len(ks)]
-        for r in rows:
-            lines.append(f"| {r.get('benchmark', 'synthetic')} | {_row_label(r['model'], r['mode'])} | "
-                         + ' | '.join(_fmt(100 * r[k], '.1f') if r.get(k) is not None else '-' for k in ks) + ' |')
-    if plot_path and write_plot(rows, plot_path):
-        lines += ['', f'![accuracy vs ActRatio]({os.path.basename(plot_path)})']
-    text = '\n'.join(lines) + '\n'
-    atomic_write_text(out_path, text)
-    return text
-
-
-def write_plot(summary_rows, path):
-    """Accuracy against ActRatio, one panel per benchmark, one series per model, points
-    labelled by mode. Returns False (and writes nothing) without matplotlib."""
-    try:
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    benches = list(dict.fromkeys(r.get('benchmark', 'synthetic') for r in summary_rows))
-    fig, axes = plt.subplots(1, len(benches), figsize=(5 * len(benches), 4), squeeze=False)
-    for ax, b in zip(axes[0], benches):
-        pts = [r for r in summary_rows if r.get('benchmark', 'synthetic') == b and r.get('act_ratio') is not None]
-        for m in dict.fromkeys(r['model'] for r in pts):
-            mp = sorted([r for r in pts if r['model'] == m], key=lambda r: r['act_ratio'])
-            line = [r for r in mp if r['mode'] != 'auto']  # fixed budgets (and base) as a curve
-            err = lambda rs: [100 * (r.get('accuracy_ci95') or 0.0) for r in rs]  # 95% half-widths
-            color = ax.errorbar([r['act_ratio'] for r in line], [100 * r['accuracy'] for r in line], yerr=err(line),
-                                fmt='o-', capsize=3, label=m)[0].get_color() if line else None
-            for r in mp:  # POLICY is one operating point: a star in the model's color
-                if r['mode'] == 'auto':
-                    ax.errorbar([r['act_ratio']], [100 * r['accuracy']], yerr=err([r]), fmt='*', ms=12, capsize=3,
-                                color=color, label=None if line else m)
-            for r in mp:
-                ax.annotate(MODE_LABELS.get(r['mode'], r['mode']) if r['mode'] != 'base' else 'base',
-                            (r['act_ratio'], 100 * r['accuracy']), fontsize=7, xytext=(3, 3), textcoords='offset points')
-        ax.set_title(b)
-        ax.set_xlabel('ActRatio (think tokens / base think tokens)')
-        ax.set_ylabel('accuracy %')
-        ax.grid(alpha=0.3)
-        if pts:
-            ax.legend(fontsize=8)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + '.tmp.png'
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return True
-
-
-# -----------------------------------------------------------------------------
 # the CLI: checkpoints x modes x benchmarks, resumable, sharded over ranks
 
 SAVED_KEYS = ['id', 'question', 'gold', 'difficulty', 'mode', 'sample_index', 'prompt', 'output', 'pred',
@@ -532,18 +401,10 @@ def load_complete(path, key, n_expected):
     return rows
 
 
-def evaluate_pair(model, tok, ckpt, model_name, mode, bench, items, rank, world, settings):
-    """Sample and grade one (model, mode, benchmark), resumable. Returns all rows on rank 0
-    (None on other ranks)."""
-    n = settings['n']
-    path = samples_path(out_dir, model_name, mode, bench)
-    key = run_key(ckpt, bench, mode, items, settings)
-    done = load_complete(path, key, len(items) * n)
-    if done is not None:
-        print0(f'[{bench}] {model_name} / {mode}: reusing {path}')
-        return done
-    os.makedirs(out_dir, exist_ok=True)
-    part = f'{path}.rank{rank}of{world}.partial'
+def finished_from_partial(part, key, n):
+    """Resume state of one rank's .partial file: {question id: its n rows} for the questions
+    finished under run key `key`. A torn chunk (a question with fewer than n rows, or a line cut
+    by a kill) is dropped and the file rewritten clean; a file of another run is removed."""
     drop_torn_tail(part)  # a line torn by a kill: the next append must not glue onto it
     prior = [r for r in read_jsonl_tolerant(part) if r.get('run_key') == key]
     finished = {}
@@ -554,28 +415,15 @@ def evaluate_pair(model, tok, ckpt, model_name, mode, bench, items, rank, world,
         write_jsonl(part, [r for v in finished.values() for r in v])
     elif not prior and os.path.exists(part):
         os.remove(part)
-    index = list(range(rank, len(items), world))  # this rank's strided shard
-    todo = [i for i in index if str(items[i]['id']) not in finished]
-    t0 = time.time()
-    for c in range(0, len(todo), chunk_items):
-        chunk = todo[c:c + chunk_items]
-        rows = sample_and_grade(model, tok, [items[i] for i in chunk], mode, n=n, temperature=temperature,
-                                top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens, seed=seed + chunk[0],
-                                batch_size=batch_size, system=system or None,
-                                **({'cuda_graph': True} if cuda_graph else {}))
-        with open(part, 'a') as f:  # one write per chunk: a kill loses at most this chunk
-            f.write(''.join(json.dumps(_to_saved(tok, r, key)) + '\n' for r in rows))
-            f.flush()
-        print0(f'[{bench}] {model_name} / {mode}: {min(c + chunk_items, len(todo))}/{len(todo)} questions '
-               f'(rank 0), {time.time() - t0:.1f}s')
-    barrier()
-    if not is_main():
-        barrier()
-        return None
+    return finished
+
+
+def merge_partials(path, key, items, n, world):
+    """Rank 0: every rank's .partial rows of this run, n per question in item order, written
+    to `path`; the .partial files are removed."""
     merged = {}
     for r_ in range(world):
-        p = f'{path}.rank{r_}of{world}.partial'
-        for r in read_jsonl_tolerant(p):
+        for r in read_jsonl_tolerant(f'{path}.rank{r_}of{world}.partial'):
             if r.get('run_key') == key:
                 merged.setdefault(str(r['id']), []).append(r)
     rows = []
@@ -589,6 +437,46 @@ def evaluate_pair(model, tok, ckpt, model_name, mode, bench, items, rank, world,
         p = f'{path}.rank{r_}of{world}.partial'
         if os.path.exists(p):
             os.remove(p)
+    return rows
+
+
+def evaluate_pair(model, tok, ckpt, model_name, mode, bench, items, rank, world, settings, *, out_dir, chunk_items,
+                  batch_size, cuda_graph=False):
+    """Sample and grade one (model, mode, benchmark), resumable. settings: the sampling settings
+    that decide the samples (n, temperature, top_p, top_k, max_new_tokens, seed, system; hashed
+    into the run key); chunk_items questions are appended to this rank's .partial file at a
+    time; batch_size and cuda_graph go to the sampler. Returns all rows on rank 0 (None on
+    other ranks)."""
+    n = settings['n']
+    path = samples_path(out_dir, model_name, mode, bench)
+    key = run_key(ckpt, bench, mode, items, settings)
+    done = load_complete(path, key, len(items) * n)
+    if done is not None:
+        print0(f'[{bench}] {model_name} / {mode}: reusing {path}')
+        return done
+    os.makedirs(out_dir, exist_ok=True)
+    part = f'{path}.rank{rank}of{world}.partial'
+    finished = finished_from_partial(part, key, n)
+    index = list(range(rank, len(items), world))  # this rank's strided shard
+    todo = [i for i in index if str(items[i]['id']) not in finished]
+    t0 = time.time()
+    for c in range(0, len(todo), chunk_items):
+        chunk = todo[c:c + chunk_items]
+        rows = sample_and_grade(model, tok, [items[i] for i in chunk], mode, n=n, temperature=settings['temperature'],
+                                top_p=settings['top_p'], top_k=settings['top_k'],
+                                max_new_tokens=settings['max_new_tokens'], seed=settings['seed'] + chunk[0],
+                                batch_size=batch_size, system=settings['system'] or None,
+                                **({'cuda_graph': True} if cuda_graph else {}))
+        with open(part, 'a') as f:  # one write per chunk: a kill loses at most this chunk
+            f.write(''.join(json.dumps(_to_saved(tok, r, key)) + '\n' for r in rows))
+            f.flush()
+        print0(f'[{bench}] {model_name} / {mode}: {min(c + chunk_items, len(todo))}/{len(todo)} questions '
+               f'(rank 0), {time.time() - t0:.1f}s')
+    barrier()
+    if not is_main():
+        barrier()
+        return None
+    rows = merge_partials(path, key, items, n, world)
     barrier()
     return rows
 
@@ -608,23 +496,39 @@ def resolve_checkpoint(name, path):
     return None
 
 
-def main():
-    from benchmarks import load_benchmark
-    from model import Qwen3
-    from tokenizer import load_tokenizer
-    rank, world, local_rank, dev = setup_dist(device)
-    torch_dtype = {'auto': torch.bfloat16 if dev.type == 'cuda' else torch.float32,
-                   'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
-    unknown = [m for m in model_modes if m not in models]
-    if unknown:
-        raise SystemExit(f'model_modes names {unknown} that are not in models {list(models)}')
-    settings = {'n': n_samples, 'temperature': temperature, 'top_p': top_p, 'top_k': top_k,
-                'max_new_tokens': max_new_tokens, 'seed': seed, 'system': system}
+def load_benchmarks(benchmarks, split, data_dir, max_items):
+    """{benchmark name: its questions}, the first max_items of each when max_items > 0."""
     bench_items = {}
     for b in benchmarks:
         items = load_benchmark(b, split=split, data_dir=data_dir)
         bench_items[b] = items[:max_items] if max_items > 0 else items
         print0(f'benchmark {b}: {len(bench_items[b])} questions')
+    return bench_items
+
+
+def write_outputs(results, out_dir, reference_model, plot, report_path):
+    """summary.json, report.md (+ the plot) in out_dir, and a copy of the report at report_path
+    whose image link points back into out_dir. Returns the report text."""
+    summary = summarize(results, reference_model=reference_model)
+    atomic_write_json(os.path.join(out_dir, 'summary.json'), summary)
+    plot_path = os.path.join(out_dir, 'accuracy_vs_ratio.png')
+    report = write_report(summary, os.path.join(out_dir, 'report.md'), plot_path=plot_path if plot else None)
+    if report_path:
+        rel = os.path.relpath(plot_path, os.path.dirname(os.path.abspath(report_path)))
+        atomic_write_text(report_path, report.replace('](accuracy_vs_ratio.png)', '](' + rel + ')'))
+    return report
+
+
+def main():
+    rank, world, local_rank, dev = setup_dist(device)
+    torch_dtype = {'auto': torch.bfloat16 if dev.type == 'cuda' else torch.float32,
+                   'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[param_dtype]
+    unknown = [m for m in model_modes if m not in models]
+    if unknown:
+        raise SystemExit(f'model_modes names {unknown} that are not in models {list(models)}')
+    settings = {'n': n_samples, 'temperature': temperature, 'top_p': top_p, 'top_k': top_k,
+                'max_new_tokens': max_new_tokens, 'seed': seed, 'system': system}
+    bench_items = load_benchmarks(benchmarks, split, data_dir, max_items)
     results = {}
     for name, path in models.items():
         modes = model_modes.get(name, ['base'])
@@ -644,19 +548,13 @@ def main():
         print0(f'model {name}: {ckpt} ({model.num_params() / 1e6:.2f}M params), modes {modes}')
         for b, items in bench_items.items():
             for md in modes:
-                rows = evaluate_pair(model, tok, ckpt, name, md, b, items, rank, world, settings)
+                rows = evaluate_pair(model, tok, ckpt, name, md, b, items, rank, world, settings, out_dir=out_dir,
+                                     chunk_items=chunk_items, batch_size=batch_size, cuda_graph=cuda_graph)
                 if rows is not None:
                     results[(b, name, md)] = rows
         del model
     if is_main():
-        summary = summarize(results, reference_model=reference_model)
-        atomic_write_json(os.path.join(out_dir, 'summary.json'), summary)
-        report = write_report(summary, os.path.join(out_dir, 'report.md'),
-                              plot_path=os.path.join(out_dir, 'accuracy_vs_ratio.png') if plot else None)
-        if report_path:
-            atomic_write_text(report_path, report.replace('](accuracy_vs_ratio.png)', '](' + os.path.relpath(
-                os.path.join(out_dir, 'accuracy_vs_ratio.png'), os.path.dirname(os.path.abspath(report_path))) + ')'))
-        print0(report)
+        print0(write_outputs(results, out_dir, reference_model, plot, report_path))
     barrier()
     cleanup_dist()
 

@@ -16,8 +16,8 @@ Two phases:
    too; a question solved at no budget is kept as an all-fail item (g* = None).
    ref_full_len L = mean think tokens of the closed 1.0 answers (the realized ratio's
    denominator; when the 1.0 answers never closed their think, the longest closed think at
-   any budget, and failing that max_new_tokens). The rows also carry one correct CoT per budget, the source of the POLICY
-   warm-up items that train_compressor.py's build step adds to the SFT data.
+   any budget, and failing that max_new_tokens). train_compressor.py's build step reads g*
+   from these rows to make the POLICY warm-up items (<COMP_AUTO> answered at g*).
 2. The loop. Each step every rank takes its own `questions_per_step / world` questions and
    samples G = `group_size` rollouts each in POLICY mode, keeping the sampling log-probs.
    Per rollout (rewards.py): chosen budget c (first generated token), realized ratio
@@ -52,6 +52,16 @@ from contextlib import nullcontext
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+import rewards
+from common import (all_reduce_sum, append_jsonl, barrier, cleanup_dist, find_checkpoint, load_train_state, print0,
+                    read_jsonl, read_jsonl_tolerant, rng_state, save_checkpoint, seed_everything, set_rng_state,
+                    setup_dist)
+from tokenizer import load_tokenizer
+from evaluate import sample_and_grade
+from kernels import fused_linear_token_logprobs
+from model import Qwen3
 
 # -----------------------------------------------------------------------------
 # config (defaults = the tiny embedded run; paper scale in config/qwen3_1p7b_chrpo.py)
@@ -66,7 +76,7 @@ max_rl_questions = 0               # 0 = all questions of rl_path
 teacher_samples = 2                # k samples per (question, budget)
 teacher_solve_share = 0.5          # a budget solves a question when >= this share is correct
 teacher_temperature = 0.7          # decoding for the teacher pass
-teacher_top_p = 0.9
+teacher_top_p = 0.9                # nucleus for the teacher pass
 teacher_chunk = 64                 # questions per appended chunk (resume granularity)
 # rollouts
 max_iters = 30                     # RL steps (rollout batches)
@@ -79,8 +89,8 @@ sample_batch_size = 0              # rows decoded at once (0 = all)
 # optimization
 learning_rate = 2e-5               # AdamW lr (constant after warmup)
 warmup_iters = 0                   # linear warmup steps
-weight_decay = 0.0
-grad_clip = 1.0
+weight_decay = 0.0                 # AdamW decoupled decay (on every parameter)
+grad_clip = 1.0                    # max global grad norm per optimizer step
 mu = 2                             # mini-batch updates per rollout batch
 micro_batch_size = 16              # rollouts per forward/backward
 eps_low = 0.2                      # clip range below 1
@@ -93,12 +103,11 @@ use_mode_term = True               # False = the "without R_mode" ablation
 skip_uniform_groups = True         # drop groups whose rewards are all equal
 adv_std_floor = 0.25               # group std is floored here before dividing (see group_advantages)
 # run
-seed = 1337
+seed = 1337                        # sampling seeds and the question order
 ckpt_interval = 10                 # steps between checkpoints
 resume = False                     # continue from {out_dir}/ckpt
-dtype = 'auto'                     # 'auto' = bfloat16 on CUDA, float32 on CPU
-log_interval = 1
-dump_param_digest = False         # debug: write each rank's weight digest at the end (tests)
+param_dtype = 'auto'               # weights (no autocast): 'auto' = bfloat16 on CUDA, float32 on CPU
+log_interval = 1                   # steps between printed lines (metrics.jsonl gets every step)
 
 BUDGET_VALUES = [0.2, 0.4, 0.6, 0.8, 1.0]
 
@@ -120,29 +129,24 @@ def teacher_budget(solved):
 
 def teacher_row(item, rows_by_budget, solve_share):
     """Summarize one question's teacher samples into its cached row."""
-    solved, acc, cots = {}, {}, {}
+    solved, acc = {}, {}
     for b, rows in rows_by_budget.items():
         share = sum(r['correct'] for r in rows) / max(1, len(rows))
         acc[f'{b:.1f}'] = share
         solved[b] = share >= solve_share
-        good = [r for r in rows if r['correct']]
-        if good:
-            text = good[0]['output']
-            i, j = text.find('<think>'), text.find('</think>')
-            cots[f'{b:.1f}'] = text[i + len('<think>'):j].strip() if 0 <= i < j else None
     full = [r['think_tokens'] for r in rows_by_budget.get(1.0, []) if r['think_tokens'] is not None]
     any_closed = [r['think_tokens'] for rows in rows_by_budget.values() for r in rows if r['think_tokens'] is not None]
     ref_full_len = sum(full) / len(full) if full else (max(any_closed) if any_closed else None)
     return {'id': item['id'], 'question': item['question'], 'answer': item['answer'],
             'difficulty': item.get('difficulty'), 'g_star': teacher_budget(solved), 'accuracy': acc,
-            'ref_full_len': ref_full_len, 'cots': cots}
+            'ref_full_len': ref_full_len}
 
 
-def compute_teacher_budgets(model, tok, items, path, rank, world):
+def compute_teacher_budgets(model, tok, items, path, rank, world, *, teacher_samples, teacher_solve_share,
+                            teacher_temperature, teacher_top_p, teacher_chunk, max_new_tokens, seed, batch_size):
     """Label every item (resumable: rows already in `path` are kept, the rest appended in
-    chunks). Each rank samples its strided share of a chunk; rank 0 appends the rows."""
-    from common import append_jsonl, barrier, print0, read_jsonl_tolerant
-    from evaluate import sample_and_grade
+    chunks of teacher_chunk). Each rank samples its strided share of a chunk, teacher_samples
+    per (question, budget); rank 0 appends the rows. batch_size: rows decoded at once (None = all)."""
     done = {r['id'] for r in read_jsonl_tolerant(path)} if rank == 0 else set()
     if world > 1:
         obj = [done]
@@ -160,7 +164,7 @@ def compute_teacher_budgets(model, tok, items, path, rank, world):
             per_budget[b] = sample_and_grade(model, tok, mine, f'{b:.1f}', n=teacher_samples,
                                              temperature=teacher_temperature, top_p=teacher_top_p,
                                              max_new_tokens=max_new_tokens, seed=seed + 7919 * (c0 + 1) + rank + int(b * 10),
-                                             batch_size=sample_batch_size or None)
+                                             batch_size=batch_size)
         for qi, item in enumerate(mine):
             by_b = {b: per_budget[b][qi * teacher_samples:(qi + 1) * teacher_samples] for b in BUDGET_VALUES}
             rows.append(teacher_row(item, by_b, teacher_solve_share))
@@ -179,14 +183,28 @@ def compute_teacher_budgets(model, tok, items, path, rank, world):
     return rows
 
 
+def load_teacher(path, items, max_new_tokens):
+    """{id: teacher row} for the RL items; every item must have one."""
+    teacher = {r['id']: r for r in read_jsonl_tolerant(path)}
+    missing = [it['id'] for it in items if it['id'] not in teacher]
+    if missing:
+        raise SystemExit(f'{path}: no teacher budget for {len(missing)} RL questions (e.g. {missing[0]!r}); '
+                         f'run with --stage=teacher first')
+    no_ref = sum(1 for it in items if not teacher[it['id']].get('ref_full_len'))
+    if no_ref:  # the SFT model never closed its think on these: r = n / max_new_tokens (documented)
+        print0(f'{no_ref} RL questions have no ref_full_len (no closed think in the teacher pass): '
+               f'their realized ratio uses max_new_tokens={max_new_tokens} as denominator')
+    return teacher
+
+
 # -----------------------------------------------------------------------------
 # rewards and advantages
 
 
-def rollout_reward(sample, teacher):
+def rollout_reward(sample, teacher, max_new_tokens, reward_overrides, use_mode_term):
     """R_main and R_ctrl of one graded rollout (a sample_and_grade row) given the question's
-    teacher row. Returns (r_main, r_ctrl, info)."""
-    import rewards
+    teacher row. reward_overrides: rewards.py constants to change; max_new_tokens: the ratio's
+    denominator when the teacher has no ref_full_len. Returns (r_main, r_ctrl, info)."""
     c = float(sample['budget']) if sample['budget'] is not None else None
     L = teacher.get('ref_full_len') or max_new_tokens  # no closed 1.0 answer: the length cap
     n = sample['think_tokens']
@@ -218,6 +236,47 @@ def token_advantages(n_tokens, a_main, a_ctrl, use_ctrl=True):
     if n_tokens and use_ctrl:
         adv[0] = a_ctrl
     return adv
+
+
+def score_groups(samples, items, teacher, group_size, reward_kw, adv_std_floor, use_ctrl_reward,
+                 skip_uniform_groups):
+    """Rewards and group-normalized advantages of one step's rollouts (samples: group_size rows
+    per item, in item order). reward_kw goes to rollout_reward. Returns (rollouts to train on,
+    each with 'token_adv'; number of skipped groups; Counter of reward/length sums; Counter
+    of chosen budgets)."""
+    rollouts, skipped = [], 0
+    stats = Counter()
+    budget_hist = Counter()
+    for qi, item in enumerate(items):
+        group = samples[qi * group_size:(qi + 1) * group_size]
+        rs = [rollout_reward(s, teacher[item['id']], **reward_kw) for s in group]
+        r_main = [x[0] for x in rs]
+        r_ctrl = [x[1] for x in rs]
+        for s, (rm, rc, info) in zip(group, rs):
+            stats['n'] += 1
+            stats['r_main'] += rm
+            stats['r_ctrl'] += rc
+            stats['correct'] += s['correct']
+            stats['valid'] += info['valid']
+            stats['gen_tokens'] += len(s['tokens'])
+            budget_hist[s['budget'] or 'none'] += 1
+            if s['think_tokens'] is not None:
+                stats['think_n'] += 1
+                stats['think_tokens'] += s['think_tokens']
+            if info['r'] is not None:
+                stats['ratio_n'] += 1
+                stats['ratio'] += info['r']
+        a_main = group_advantages(r_main, adv_std_floor)
+        a_ctrl = group_advantages(r_ctrl, adv_std_floor) if use_ctrl_reward else [0.0] * len(group)
+        if skip_uniform_groups and not any(a_main) and not any(a_ctrl):
+            skipped += 1
+            continue
+        for s, am, ac in zip(group, a_main, a_ctrl):
+            if not s['tokens']:
+                continue
+            s['token_adv'] = token_advantages(len(s['tokens']), am, ac, use_ctrl_reward)
+            rollouts.append(s)
+    return rollouts, skipped, stats, budget_hist
 
 
 # -----------------------------------------------------------------------------
@@ -256,11 +315,12 @@ def pack_rollouts(rollouts, pad_id, device):
     return x.to(device), y.to(device), old.to(device), adv.to(device)
 
 
-def micro_batch_loss(ddp_model, raw_model, ref_model, rollouts, global_tokens, world, pad_id, device):
+def micro_batch_loss(ddp_model, raw_model, ref_model, rollouts, global_tokens, world, pad_id, device, *,
+                     temperature, eps_low, eps_high, kl_coef):
     """Loss of one micro-batch, already divided by the mini-batch's global token count (and
-    multiplied by world size, because DDP averages gradients over ranks). Returns
+    multiplied by world size, because DDP averages gradients over ranks). Log-probs at the
+    sampling `temperature`; the k3 KL to ref_model (None = off) weighs kl_coef. Returns
     (loss, stats dict of sums)."""
-    from kernels import fused_linear_token_logprobs
     x, y, old, adv = pack_rollouts(rollouts, pad_id, device)
     hidden = ddp_model(x, return_hidden=True)
     flat_y = y.flatten()
@@ -285,12 +345,14 @@ def micro_batch_loss(ddp_model, raw_model, ref_model, rollouts, global_tokens, w
     return loss, stats
 
 
-def policy_update(ddp_model, model, ref_model, optimizer, rollouts, world, pad_id, device):
+def policy_update(ddp_model, model, ref_model, optimizer, rollouts, world, pad_id, device, *, mu, micro_batch_size,
+                  grad_clip, temperature, eps_low, eps_high, kl_coef):
     """mu optimizer steps on this rank's rollouts (each with 'prompt_ids', 'tokens',
-    'logprobs', 'token_adv'). Every rank must call it, even with no rollouts: an empty
-    micro-batch runs a zero-loss pass so DDP's gradient all-reduce stays in step.
+    'logprobs', 'token_adv'), each mini-batch in micro-batches of micro_batch_size rollouts,
+    grad norm clipped to grad_clip (the loss terms: micro_batch_loss). Every rank must call
+    it, even with no rollouts: an empty micro-batch runs a zero-loss pass so DDP's gradient
+    all-reduce stays in step.
     Returns summed stats (tokens, clipped, entropy, kl_ref, approx_kl, grad_norm)."""
-    from common import all_reduce_sum
     stats = Counter()
     model.train()
     perm = torch.randperm(len(rollouts)).tolist()
@@ -306,7 +368,9 @@ def policy_update(ddp_model, model, ref_model, optimizer, rollouts, world, pad_i
                     h = ddp_model(torch.full((1, 1), pad_id, device=device), return_hidden=True)
                     loss, st = h.sum() * 0.0 + model.lm_head.weight.sum() * 0.0, {}
                 else:
-                    loss, st = micro_batch_loss(ddp_model, model, ref_model, mbatch, global_tokens, world, pad_id, device)
+                    loss, st = micro_batch_loss(ddp_model, model, ref_model, mbatch, global_tokens, world, pad_id,
+                                                device, temperature=temperature, eps_low=eps_low, eps_high=eps_high,
+                                                kl_coef=kl_coef)
                 loss.backward()
             for key, v in st.items():
                 stats['loss_' + key] += v
@@ -333,28 +397,13 @@ def step_questions(n_items, step, per_step, run_seed):
 
 
 # -----------------------------------------------------------------------------
-# main
+# loading, metrics, checkpoints
 
 
-def main():
-    from common import (append_jsonl, all_reduce_sum, barrier, cleanup_dist, find_checkpoint, load_train_state,
-                        print0, read_jsonl, read_jsonl_tolerant, rng_state, save_checkpoint, seed_everything,
-                        set_rng_state, setup_dist)
-    from tokenizer import load_tokenizer
-    from evaluate import sample_and_grade
-    from model import Qwen3
-
-    rank, world, _, device = setup_dist()
-    seed_everything(seed + rank)
-    os.makedirs(out_dir, exist_ok=True)
-    tdtype = (torch.bfloat16 if device.type == 'cuda' else torch.float32) if dtype == 'auto' else getattr(torch, dtype)
-    t_path = teacher_path or os.path.join(out_dir, 'teacher_budgets.jsonl')
-
-    # ---- model, tokenizer, state
-    ckpt = find_checkpoint(out_dir) if resume else None
-    source = ckpt or init_from
-    print0(f'loading {"checkpoint " + ckpt if ckpt else init_from}')
-    model = Qwen3.from_pretrained(source, dtype=tdtype, device=device)
+def load_policy(source, tokenizer_path, torch_dtype, device):
+    """The SFT (or resumed) model and its tokenizer, which must carry the budget tokens."""
+    print0(f'loading {source}')
+    model = Qwen3.from_pretrained(source, dtype=torch_dtype, device=device)
     tok = load_tokenizer(tokenizer_path or source)
     if tok.vocab_size > model.config.vocab_size:
         raise ValueError(f'{source}: tokenizer has {tok.vocab_size} tokens but the model only '
@@ -362,51 +411,121 @@ def main():
     for m in ('auto', '0.2', '1.0'):
         if m not in tok.budget_ids:
             raise ValueError(f'{tokenizer_path or source}: tokenizer lacks the budget token for mode {m}')
+    return model, tok
 
-    items = read_jsonl(rl_path)
+
+def load_rl_items(path, max_questions):
+    """RL questions ({id, question, answer, ...}); the first max_questions (0 = all)."""
+    items = read_jsonl(path)
     for i, it in enumerate(items):
         for k in ('id', 'question', 'answer'):
             if k not in it:
-                raise KeyError(f'{rl_path}:{i + 1}: record has no {k!r}')
-    if max_rl_questions:
-        items = items[:max_rl_questions]
+                raise KeyError(f'{path}:{i + 1}: record has no {k!r}')
+    return items[:max_questions] if max_questions else items
+
+
+def resume_state(ckpt, optimizer, rank):
+    """Optimizer, step and this rank's RNG state from ckpt's train_state; returns the step."""
+    state = load_train_state(ckpt)
+    optimizer.load_state_dict(state['optimizer'])
+    set_rng_state(state['rng'][rank] if isinstance(state['rng'], list) else state['rng'])
+    print0(f"resumed at step {state['step']}")
+    return state['step']
+
+
+METRIC_KEYS = ['n', 'r_main', 'r_ctrl', 'correct', 'valid', 'gen_tokens', 'think_n', 'think_tokens', 'ratio_n',
+               'ratio', 'loss_tokens', 'loss_clipped', 'loss_entropy', 'loss_kl_ref', 'loss_approx_kl']
+HIST_KEYS = ['0.2', '0.4', '0.6', '0.8', '1.0', 'none']
+
+
+def step_metrics(step, lr, stats, budget_hist, skipped, t_sample, t_train, world, mu, device):
+    """One metrics.jsonl row: the step's sums over all ranks (an all-reduce: every rank calls
+    it) turned into means; times are averaged over ranks; grad_norm is this rank's mean over
+    the mu optimizer steps."""
+    tot = all_reduce_sum([stats[k] for k in METRIC_KEYS] + [budget_hist[k] for k in HIST_KEYS]
+                         + [skipped, t_sample, t_train], device)
+    S = dict(zip(METRIC_KEYS, tot[:len(METRIC_KEYS)]))
+    H = dict(zip(HIST_KEYS, tot[len(METRIC_KEYS):len(METRIC_KEYS) + len(HIST_KEYS)]))
+    n_skipped, ts, tt = tot[-3], tot[-2] / world, tot[-1] / world
+
+    def div(a, b):
+        return a / b if b else None
+    return {'step': step, 'lr': lr, 'reward_main': div(S['r_main'], S['n']), 'reward_ctrl': div(S['r_ctrl'], S['n']),
+            'accuracy': div(S['correct'], S['n']), 'valid': div(S['valid'], S['n']),
+            'think_tokens': div(S['think_tokens'], S['think_n']), 'realized_ratio': div(S['ratio'], S['ratio_n']),
+            'budget_hist': {k: H[k] / S['n'] for k in HIST_KEYS if S['n']},
+            'clip_frac': div(S['loss_clipped'], S['loss_tokens']), 'entropy': div(S['loss_entropy'], S['loss_tokens']),
+            'kl_ref': div(S['loss_kl_ref'], S['loss_tokens']), 'approx_kl': div(S['loss_approx_kl'], S['loss_tokens']),
+            'skipped_groups': n_skipped, 'gen_tokens_per_s': div(S['gen_tokens'], ts),
+            'time_sample_s': ts, 'time_train_s': tt, 'grad_norm': stats['grad_norm'] / mu}
+
+
+def log_line(row):
+    hist = ' '.join(f"{k}:{v:.2f}" for k, v in row['budget_hist'].items() if v)
+    return (f"step {row['step']}: acc {row['accuracy']:.3f} R_main {row['reward_main']:.3f} "
+            f"R_ctrl {row['reward_ctrl']:.3f} think {row['think_tokens'] or 0:.0f} "
+            f"ratio {row['realized_ratio'] or 0:.2f} | {hist} | clip {row['clip_frac'] or 0:.3f} "
+            f"ent {row['entropy'] or 0:.2f} skip {row['skipped_groups']:.0f} | "
+            f"sample {row['time_sample_s']:.1f}s train {row['time_train_s']:.1f}s")
+
+
+def save_rl_checkpoint(out_dir, model, tok, optimizer, step, config, rank, world):
+    """Every rank calls it: rank 0 writes the weights, optimizer and step with every rank's
+    RNG state (each rank samples from its own stream, so resume needs all of them)."""
+    rngs = [None] * world
+    if world > 1:
+        dist.all_gather_object(rngs, rng_state())
+    else:
+        rngs = [rng_state()]
+    if rank == 0:
+        save_checkpoint(out_dir, model, tok, {'optimizer': optimizer.state_dict(), 'step': step, 'rng': rngs,
+                                              'config': config})
+    barrier()
+
+
+# -----------------------------------------------------------------------------
+# main
+
+
+def main():
+    rank, world, _, device = setup_dist()
+    seed_everything(seed + rank)
+    os.makedirs(out_dir, exist_ok=True)
+    torch_dtype = ((torch.bfloat16 if device.type == 'cuda' else torch.float32) if param_dtype == 'auto'
+                   else getattr(torch, param_dtype))
+    t_path = teacher_path or os.path.join(out_dir, 'teacher_budgets.jsonl')
+    config = {k: v for k, v in globals().items()
+              if not k.startswith('_') and k.islower() and isinstance(v, (int, float, str, bool, dict, list))}
+
+    # ---- model, tokenizer, RL questions (resume beats init_from)
+    ckpt = find_checkpoint(out_dir) if resume else None
+    model, tok = load_policy(ckpt or init_from, tokenizer_path, torch_dtype, device)
+    items = load_rl_items(rl_path, max_rl_questions)
 
     # ---- phase 1: teacher budgets (from the initial SFT model; skipped when cached and complete)
     if stage in ('teacher', 'all'):
-        teacher_model = model if ckpt is None else Qwen3.from_pretrained(init_from, dtype=tdtype, device=device)
-        compute_teacher_budgets(teacher_model, tok, items, t_path, rank, world)
+        teacher_model = model if ckpt is None else Qwen3.from_pretrained(init_from, dtype=torch_dtype, device=device)
+        compute_teacher_budgets(teacher_model, tok, items, t_path, rank, world, teacher_samples=teacher_samples,
+                                teacher_solve_share=teacher_solve_share, teacher_temperature=teacher_temperature,
+                                teacher_top_p=teacher_top_p, teacher_chunk=teacher_chunk,
+                                max_new_tokens=max_new_tokens, seed=seed, batch_size=sample_batch_size or None)
         del teacher_model
         if stage == 'teacher':
             cleanup_dist()
             return
-    teacher = {r['id']: r for r in read_jsonl_tolerant(t_path)}
-    missing = [it['id'] for it in items if it['id'] not in teacher]
-    if missing:
-        raise SystemExit(f'{t_path}: no teacher budget for {len(missing)} RL questions (e.g. {missing[0]!r}); '
-                         f'run with --stage=teacher first')
-    no_ref = sum(1 for it in items if not teacher[it['id']].get('ref_full_len'))
-    if no_ref:  # the SFT model never closed its think on these: r = n / max_new_tokens (documented)
-        print0(f'{no_ref} RL questions have no ref_full_len (no closed think in the teacher pass): '
-               f'their realized ratio uses max_new_tokens={max_new_tokens} as denominator')
+    teacher = load_teacher(t_path, items, max_new_tokens)
 
     # ---- phase 2: CHRPO
-    ref_model = None
-    if kl_coef > 0:
-        ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+    ref_model = copy.deepcopy(model).eval().requires_grad_(False) if kl_coef > 0 else None
     ddp_model = DDP(model) if world > 1 else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, betas=(0.9, 0.95),
                                   weight_decay=weight_decay, fused=device.type == 'cuda')
-    step = 0
-    if ckpt:
-        state = load_train_state(ckpt)
-        optimizer.load_state_dict(state['optimizer'])
-        step = state['step']
-        set_rng_state(state['rng'][rank] if isinstance(state['rng'], list) else state['rng'])
-        print0(f'resumed at step {step}')
+    step = resume_state(ckpt, optimizer, rank) if ckpt else 0
     if world > 1 and questions_per_step % world:
         raise SystemExit(f'questions_per_step ({questions_per_step}) must be a multiple of the world size ({world})')
-
-    from tqdm import tqdm
+    reward_kw = dict(max_new_tokens=max_new_tokens, reward_overrides=reward_overrides, use_mode_term=use_mode_term)
+    update_kw = dict(mu=mu, micro_batch_size=micro_batch_size, grad_clip=grad_clip, temperature=temperature,
+                     eps_low=eps_low, eps_high=eps_high, kl_coef=kl_coef)
     bar = tqdm(total=max_iters, initial=step, disable=rank != 0, desc='chrpo')
     metrics_path = os.path.join(out_dir, 'metrics.jsonl')
     while step < max_iters:
@@ -421,104 +540,27 @@ def main():
                                    top_p=top_p, max_new_tokens=max_new_tokens,
                                    seed=seed * 7 + step * world + rank, batch_size=sample_batch_size or None)
         t_sample = time.time() - t0
-        # ---- rewards and group-normalized advantages
+        # ---- rewards and group-normalized advantages (uniform groups dropped)
         t1 = time.time()
-        rollouts, skipped = [], 0
-        stats = Counter()
-        budget_hist = Counter()
-        for qi, item in enumerate(my_items):
-            group = samples[qi * group_size:(qi + 1) * group_size]
-            rs = [rollout_reward(s, teacher[item['id']]) for s in group]
-            r_main = [x[0] for x in rs]
-            r_ctrl = [x[1] for x in rs]
-            for s, (rm, rc, info) in zip(group, rs):
-                stats['n'] += 1
-                stats['r_main'] += rm
-                stats['r_ctrl'] += rc
-                stats['correct'] += s['correct']
-                stats['valid'] += info['valid']
-                stats['gen_tokens'] += len(s['tokens'])
-                budget_hist[s['budget'] or 'none'] += 1
-                if s['think_tokens'] is not None:
-                    stats['think_n'] += 1
-                    stats['think_tokens'] += s['think_tokens']
-                if info['r'] is not None:
-                    stats['ratio_n'] += 1
-                    stats['ratio'] += info['r']
-            a_main = group_advantages(r_main, adv_std_floor)
-            a_ctrl = group_advantages(r_ctrl, adv_std_floor) if use_ctrl_reward else [0.0] * len(group)
-            if skip_uniform_groups and not any(a_main) and not any(a_ctrl):
-                skipped += 1
-                continue
-            for s, am, ac in zip(group, a_main, a_ctrl):
-                if not s['tokens']:
-                    continue
-                s['token_adv'] = token_advantages(len(s['tokens']), am, ac, use_ctrl_reward)
-                rollouts.append(s)
+        rollouts, skipped, stats, budget_hist = score_groups(samples, my_items, teacher, group_size, reward_kw,
+                                                             adv_std_floor, use_ctrl_reward, skip_uniform_groups)
         # ---- mu mini-batch updates, micro-batched, token-normalized over the global mini-batch
-        stats.update(policy_update(ddp_model, model, ref_model, optimizer, rollouts, world, tok.pad_id, device))
+        stats.update(policy_update(ddp_model, model, ref_model, optimizer, rollouts, world, tok.pad_id, device,
+                                   **update_kw))
         t_train = time.time() - t1
         step += 1
         bar.update(1)
 
-        # ---- metrics (summed over ranks)
-        keys = ['n', 'r_main', 'r_ctrl', 'correct', 'valid', 'gen_tokens', 'think_n', 'think_tokens', 'ratio_n',
-                'ratio', 'loss_tokens', 'loss_clipped', 'loss_entropy', 'loss_kl_ref', 'loss_approx_kl']
-        hist_keys = ['0.2', '0.4', '0.6', '0.8', '1.0', 'none']
-        tot = all_reduce_sum([stats[k] for k in keys] + [budget_hist[k] for k in hist_keys] + [skipped, t_sample, t_train],
-                             device)
-        S = dict(zip(keys, tot[:len(keys)]))
-        H = dict(zip(hist_keys, tot[len(keys):len(keys) + len(hist_keys)]))
-        n_skipped, ts, tt = tot[-3], tot[-2] / world, tot[-1] / world
-        div = lambda a, b: a / b if b else None
-        row = {'step': step, 'lr': lr, 'reward_main': div(S['r_main'], S['n']), 'reward_ctrl': div(S['r_ctrl'], S['n']),
-               'accuracy': div(S['correct'], S['n']), 'valid': div(S['valid'], S['n']),
-               'think_tokens': div(S['think_tokens'], S['think_n']), 'realized_ratio': div(S['ratio'], S['ratio_n']),
-               'budget_hist': {k: H[k] / S['n'] for k in hist_keys if S['n']},
-               'clip_frac': div(S['loss_clipped'], S['loss_tokens']), 'entropy': div(S['loss_entropy'], S['loss_tokens']),
-               'kl_ref': div(S['loss_kl_ref'], S['loss_tokens']), 'approx_kl': div(S['loss_approx_kl'], S['loss_tokens']),
-               'skipped_groups': n_skipped, 'gen_tokens_per_s': div(S['gen_tokens'], ts),
-               'time_sample_s': ts, 'time_train_s': tt, 'grad_norm': stats['grad_norm'] / mu}
+        row = step_metrics(step, lr, stats, budget_hist, skipped, t_sample, t_train, world, mu, device)
         if rank == 0:
             append_jsonl(metrics_path, row)
             if step % log_interval == 0:
-                hist = ' '.join(f"{k}:{v:.2f}" for k, v in row['budget_hist'].items() if v)
-                bar.write(f"step {step}: acc {row['accuracy']:.3f} R_main {row['reward_main']:.3f} "
-                          f"R_ctrl {row['reward_ctrl']:.3f} think {row['think_tokens'] or 0:.0f} "
-                          f"ratio {row['realized_ratio'] or 0:.2f} | {hist} | clip {row['clip_frac'] or 0:.3f} "
-                          f"ent {row['entropy'] or 0:.2f} skip {n_skipped:.0f} | sample {ts:.1f}s train {tt:.1f}s")
-        # ---- checkpoint (rank 0 writes; every rank's RNG state is kept)
+                bar.write(log_line(row))
         if step % ckpt_interval == 0 or step == max_iters:
-            rngs = [None] * world
-            if world > 1:
-                dist.all_gather_object(rngs, rng_state())
-            else:
-                rngs = [rng_state()]
-            if rank == 0:
-                save_checkpoint(out_dir, model, tok, {'optimizer': optimizer.state_dict(), 'step': step, 'rng': rngs,
-                                                      'config': _config_snapshot()})
-            barrier()
+            save_rl_checkpoint(out_dir, model, tok, optimizer, step, config, rank, world)
     bar.close()
-    if dump_param_digest:  # debug: every rank writes a digest of its weights (tests compare ranks)
-        with open(os.path.join(out_dir, f'param_digest.rank{rank}.txt'), 'w') as f:
-            f.write(param_digest(model))
     cleanup_dist()
     return model
-
-
-def param_digest(model):
-    import hashlib
-    h = hashlib.sha256()
-    for name, p in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(p.detach().float().cpu().numpy().tobytes())
-    return h.hexdigest()
-
-
-def _config_snapshot():
-    g = globals()
-    return {k: g[k] for k in list(g) if not k.startswith('_') and isinstance(g[k], (int, float, str, bool, dict, list))
-            and k.islower()}
 
 
 if __name__ == '__main__':

@@ -35,7 +35,6 @@ Output in out_dir: ckpt/ (HF folder: config.json, model.safetensors, tokenizer f
 train_state.pt with optimizer/step/RNG; written atomically by common.save_checkpoint every
 ckpt_interval steps and at the end), metrics.jsonl (loss, lr, tokens/s, MFU on GPU, val loss).
 """
-import hashlib
 import math
 import os
 import time
@@ -44,10 +43,14 @@ from contextlib import nullcontext
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
 
 from common import (all_reduce_sum, append_jsonl, barrier, cleanup_dist, find_checkpoint, is_main,
                     load_train_state, print0, read_jsonl, read_jsonl_tolerant, rng_state,
                     save_checkpoint, seed_everything, set_rng_state, setup_dist, write_jsonl)
+from data import pad_batch, record_to_sft_example
+from tokenizer import load_tokenizer
+from model import Qwen3, Qwen3Config
 
 # -----------------------------------------------------------------------------
 # config (module globals; configurator.py overrides them from a config file / --key=value)
@@ -57,7 +60,7 @@ resume = False                 # continue from out_dir's last checkpoint (starts
 # data
 data_path = 'out/data/train.jsonl'      # training records (corpus format, optional mode/chosen/response)
 val_path = 'out/data/val.jsonl'         # validation records ('' = no validation)
-tokenizer_path = 'out/data/tokenizer'   # data.load_tokenizer path (adds the budget tokens)
+tokenizer_path = 'out/data/tokenizer'   # tokenizer.load_tokenizer path (adds the budget tokens)
 default_mode = 'none'          # budget mode for records without a 'mode' field
 max_len = 512                  # examples longer than this many tokens are truncated (counted)
 # model size when init_from == 'scratch' (vocab comes from the tokenizer)
@@ -85,7 +88,7 @@ grad_clip = 1.0                # max global grad norm (0 = off)
 seed = 1337                    # init + data order
 # system
 device_type = 'auto'           # 'auto' | 'cuda' | 'cpu'
-dtype = 'bfloat16'             # autocast dtype on CUDA ('float32' = off); CPU always runs fp32
+autocast_dtype = 'bfloat16'    # autocast dtype on CUDA ('float32' = off); CPU always runs fp32 (weights stay fp32)
 fsdp = False                   # shard with FSDP2 fully_shard instead of DDP
 compile = False                # torch.compile the transformer blocks (model.compile_blocks: dynamic shapes, keys unchanged)
 peak_flops = 989e12            # per-device peak for MFU (H100 bf16 dense)
@@ -94,9 +97,6 @@ log_interval = 10              # steps between metrics.jsonl lines
 eval_interval = 200            # steps between validation losses (0 = only at the end)
 eval_examples = 256            # validation examples used (the first ones of val_path)
 ckpt_interval = 500            # steps between checkpoints (and one at the end)
-# debug (tests)
-crash_at_step = -1             # >= 0: os._exit(1) right before this optimizer step (a killed run)
-dump_param_hash = False        # each rank writes out_dir/param_hash_rank{r}.txt at the end
 
 # -----------------------------------------------------------------------------
 # data
@@ -106,7 +106,6 @@ def load_examples(path, tok, mode, max_len):
     """Read a jsonl of records and turn each into (ids, loss_mask) via data.record_to_sft_example.
     Records longer than max_len are truncated; those left with no supervised token are dropped.
     A malformed record is an error naming file:line, record id and the problem."""
-    from data import record_to_sft_example
     records = read_jsonl(path)
     if not records:
         raise ValueError(f'{path}: no records')
@@ -190,7 +189,6 @@ def batch_indices(n, seed, micro_step, rank, world_size, batch_size, lengths=Non
 
 
 def make_batch(examples, idx, pad_id, device):
-    from data import pad_batch
     x, y = pad_batch([examples[i] for i in idx], pad_id)
     n_tokens = sum(len(examples[i][0]) for i in idx)
     return x.to(device), y.to(device), n_tokens
@@ -200,15 +198,12 @@ def make_batch(examples, idx, pad_id, device):
 # model
 
 
-def build_model(tok, init_from, device):
-    """A fresh Qwen3 from the size config, or a checkpoint; embeddings grown for added tokens."""
-    from model import Qwen3, Qwen3Config
+def build_model(tok, init_from, device, scratch_config, seed):
+    """A fresh Qwen3 (scratch_config: Qwen3Config size fields, initialized from `seed`) when
+    init_from == 'scratch', else a checkpoint; embeddings grown for added tokens."""
     if init_from == 'scratch':
-        cfg = Qwen3Config(vocab_size=tok.vocab_size, hidden_size=n_embd, intermediate_size=intermediate,
-                          num_hidden_layers=n_layer, num_attention_heads=n_head, num_key_value_heads=n_kv_head,
-                          head_dim=head_dim, rope_theta=rope_theta, max_position_embeddings=max(max_len, 2048),
-                          tie_word_embeddings=tie_word_embeddings, torch_dtype='float32',
-                          bos_token_id=None, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id)
+        cfg = Qwen3Config(vocab_size=tok.vocab_size, torch_dtype='float32', bos_token_id=None,
+                          eos_token_id=tok.eos_id, pad_token_id=tok.pad_id, **scratch_config)
         model = Qwen3(cfg).init_weights(seed)
     else:
         # fp32 master weights; bf16 comes from autocast
@@ -217,6 +212,18 @@ def build_model(tok, init_from, device):
         print0(f'resizing embeddings {model.config.vocab_size} -> {tok.vocab_size} (added tokens)')
         model.resize_token_embeddings(tok.vocab_size)
     return model.to(device)
+
+
+def shard_with_fsdp(model, world):
+    """FSDP2: one unit per transformer block, then the root (embeddings, final norm, head)."""
+    from torch.distributed.fsdp import fully_shard
+    if not dist.is_initialized():
+        raise RuntimeError('fsdp=True needs torch.distributed: launch with torchrun')
+    if world == 1:
+        print0('fsdp=True in one process: sharding over a single rank (no memory saved)')
+    for block in model.model.layers:
+        fully_shard(block)
+    fully_shard(model)
 
 
 def lr_at(step, max_iters, peak, warmup_frac, min_ratio):
@@ -230,14 +237,22 @@ def lr_at(step, max_iters, peak, warmup_frac, min_ratio):
     return lo + (peak - lo) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def make_optimizer(model, lr, device):
+def make_optimizer(model, lr, device, weight_decay, betas):
+    """AdamW with decoupled decay on matrices only (norm gains and biases are not decayed)."""
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [{'params': decay, 'weight_decay': weight_decay}, {'params': no_decay, 'weight_decay': 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=(beta1, beta2), fused=device.type == 'cuda')
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device.type == 'cuda')
 
 
-def full_state(model, optimizer):
+def make_autocast(device, autocast_dtype):
+    """bf16 (or the given dtype) autocast on CUDA; a disabled context on CPU (fp32 throughout)."""
+    if device.type != 'cuda':
+        return torch.autocast('cpu', enabled=False)
+    return torch.autocast('cuda', dtype=getattr(torch, autocast_dtype), enabled=autocast_dtype != 'float32')
+
+
+def full_state(model, optimizer, fsdp):
     """(model state dict, optimizer state dict) as full tensors; under FSDP a collective that
     gathers to rank 0 (other ranks get empty dicts)."""
     if not fsdp:
@@ -248,7 +263,7 @@ def full_state(model, optimizer):
     return get_model_state_dict(model, options=opts), get_optimizer_state_dict(model, optimizer, options=opts)
 
 
-def load_optimizer_state(model, optimizer, state):
+def load_optimizer_state(model, optimizer, state, fsdp):
     if not fsdp:
         optimizer.load_state_dict(state)
         return
@@ -256,12 +271,36 @@ def load_optimizer_state(model, optimizer, state):
     set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
 
 
-def param_hash(state_dict):
-    h = hashlib.sha256()
-    for k in sorted(state_dict):
-        h.update(k.encode())
-        h.update(state_dict[k].detach().float().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
+def resume_from(ckpt, model, optimizer, out_dir, fsdp):
+    """Load the optimizer, step and RNG state saved beside `ckpt`'s weights; drop the metric lines
+    a killed run wrote past that step. Returns the step to continue from."""
+    state = load_train_state(ckpt)
+    if state is None:
+        raise FileNotFoundError(f'{ckpt}: train_state.pt missing, cannot resume')
+    load_optimizer_state(model, optimizer, state['optimizer'], fsdp)
+    set_rng_state(state['rng'])
+    print0(f"resumed from {ckpt} at step {state['step']}")
+    if is_main():
+        path = os.path.join(out_dir, 'metrics.jsonl')
+        write_jsonl(path, [r for r in read_jsonl_tolerant(path) if r.get('step', 0) <= state['step']])
+    return state['step']
+
+
+def save_train_checkpoint(out_dir, model, raw_model, optimizer, tok, fsdp, train_state):
+    """Every rank calls it (the FSDP gather is a collective); rank 0 writes the HF folder with
+    train_state + the optimizer state and RNG beside the weights."""
+    msd, osd = full_state(model, optimizer, fsdp)
+    if is_main():
+        to_save = raw_model
+        if fsdp:  # a plain CPU copy holding the gathered weights
+            with torch.device('meta'):
+                to_save = Qwen3(raw_model.config)
+            to_save = to_save.to_empty(device='cpu')
+            to_save.load_state_dict(msd)
+            if raw_model.config.tie_word_embeddings:
+                to_save.lm_head.weight = to_save.model.embed_tokens.weight
+        save_checkpoint(out_dir, to_save, tok, {**train_state, 'optimizer': osd, 'rng': rng_state()})
+    barrier()
 
 
 # -----------------------------------------------------------------------------
@@ -269,7 +308,7 @@ def param_hash(state_dict):
 
 
 @torch.no_grad()
-def evaluate_loss(model, examples, pad_id, device, rank, world, autocast):
+def evaluate_loss(model, examples, pad_id, device, rank, world, autocast, batch_size):
     """Token-weighted mean CE over the examples (split across ranks, summed with all-reduce)."""
     model.eval()
     total, count = 0.0, 0.0
@@ -287,102 +326,69 @@ def evaluate_loss(model, examples, pad_id, device, rank, world, autocast):
     return total / max(count, 1.0)
 
 
+def train_log_row(step, lr, sums, elapsed, device, world, flops_per_token, peak_flops):
+    """One metrics.jsonl line from the sums since the last line (an all-reduce: every rank calls
+    it). sums = [CE summed over supervised tokens, tokens seen, supervised tokens]."""
+    loss_sum, tok_sum, n_sup = all_reduce_sum(sums, device)
+    row = {'step': step, 'loss': loss_sum / max(n_sup, 1.0), 'lr': lr, 'tokens_per_s': tok_sum / elapsed}
+    if device.type == 'cuda':  # model FLOPs utilization: achieved / peak over all devices
+        row['mfu'] = flops_per_token * row['tokens_per_s'] / (peak_flops * world)
+    return row
+
+
 def main():
-    global max_iters
     rank, world, local_rank, device = setup_dist(device_type)
     seed_everything(seed + rank)
-    from tokenizer import load_tokenizer
     tok = load_tokenizer(tokenizer_path)
 
     train_ex = load_examples(data_path, tok, default_mode, max_len)
     val_ex = load_examples(val_path, tok, default_mode, max_len)[:eval_examples] if val_path else []
-    global_batch = batch_size * grad_accum_steps * world
+    n_iters = max_iters  # num_epochs > 0 sets the step count from the data size
     if num_epochs > 0:
-        max_iters = math.ceil(num_epochs * len(train_ex) / global_batch)
-        print0(f'num_epochs={num_epochs}: max_iters = {max_iters}')
+        n_iters = math.ceil(num_epochs * len(train_ex) / (batch_size * grad_accum_steps * world))
+        print0(f'num_epochs={num_epochs}: max_iters = {n_iters}')
+    train_config = {k: v for k, v in globals().items()
+                    if not k.startswith('_') and isinstance(v, (int, float, bool, str, type(None)))}
+    train_config['max_iters'] = n_iters
 
     # ---- model and state (resume beats init_from)
     ckpt = find_checkpoint(out_dir) if resume else None
     if resume and ckpt is None:
         print0(f'resume=True but no checkpoint in {out_dir}: starting fresh')
-    model = build_model(tok, ckpt or init_from, device)
-    raw_model = model
-    n_params = raw_model.num_params()
-    print0(f'model: {n_params / 1e6:.2f}M parameters, {raw_model.config.num_hidden_layers} layers, '
-           f'hidden {raw_model.config.hidden_size}, vocab {raw_model.config.vocab_size}')
+    scratch_config = dict(hidden_size=n_embd, intermediate_size=intermediate, num_hidden_layers=n_layer,
+                          num_attention_heads=n_head, num_key_value_heads=n_kv_head, head_dim=head_dim,
+                          rope_theta=rope_theta, max_position_embeddings=max(max_len, 2048),
+                          tie_word_embeddings=tie_word_embeddings)
+    model = raw_model = build_model(tok, ckpt or init_from, device, scratch_config, seed)
+    cfg = raw_model.config
+    print0(f'model: {raw_model.num_params() / 1e6:.2f}M parameters, {cfg.num_hidden_layers} layers, '
+           f'hidden {cfg.hidden_size}, vocab {cfg.vocab_size}')
     if fsdp:
-        if world == 1:
-            print0('fsdp=True in one process: sharding over a single rank (no memory saved)')
-        from torch.distributed.fsdp import fully_shard
-        if not dist.is_initialized():
-            raise RuntimeError('fsdp=True needs torch.distributed: launch with torchrun')
-        for block in model.model.layers:
-            fully_shard(block)
-        fully_shard(model)
-    optimizer = make_optimizer(model, learning_rate, device)
-    start_step = 0
-    if ckpt is not None:
-        state = load_train_state(ckpt)
-        if state is None:
-            raise FileNotFoundError(f'{ckpt}: train_state.pt missing, cannot resume')
-        load_optimizer_state(model, optimizer, state['optimizer'])
-        start_step = state['step']
-        set_rng_state(state['rng'])
-        print0(f'resumed from {ckpt} at step {start_step}')
-        if is_main():  # drop metric lines the killed run wrote past its last checkpoint
-            path = os.path.join(out_dir, 'metrics.jsonl')
-            rows = read_jsonl_tolerant(path)
-            write_jsonl(path, [r for r in rows if r.get('step', 0) <= start_step])
+        shard_with_fsdp(model, world)
+    optimizer = make_optimizer(model, learning_rate, device, weight_decay, (beta1, beta2))
+    start_step = resume_from(ckpt, model, optimizer, out_dir, fsdp) if ckpt is not None else 0
     if compile:
         raw_model.compile_blocks()  # in place: checkpoints keep plain state_dict keys
     if world > 1 and not fsdp:
         model = DDP(model, device_ids=[local_rank] if device.type == 'cuda' else None)
-    use_amp = device.type == 'cuda' and dtype != 'float32'
-    autocast = torch.autocast('cuda', dtype=getattr(torch, dtype), enabled=use_amp) if device.type == 'cuda' \
-        else torch.autocast('cpu', enabled=False)
+    autocast = make_autocast(device, autocast_dtype)
     flops_per_token = raw_model.flops_per_token(max_len)
-
     if is_main():
         os.makedirs(out_dir, exist_ok=True)
     metrics_path = os.path.join(out_dir, 'metrics.jsonl')
-    train_config = {k: v for k, v in globals().items()
-                    if not k.startswith('_') and isinstance(v, (int, float, bool, str, type(None)))}
-
-    def checkpoint(step, last_loss):
-        msd, osd = full_state(model, optimizer)  # collective under FSDP
-        if is_main():
-            to_save = raw_model
-            if fsdp:  # a plain CPU copy holding the gathered weights
-                from model import Qwen3
-                with torch.device('meta'):
-                    to_save = Qwen3(raw_model.config)
-                to_save = to_save.to_empty(device='cpu')
-                to_save.load_state_dict(msd)
-                if raw_model.config.tie_word_embeddings:
-                    to_save.lm_head.weight = to_save.model.embed_tokens.weight
-            save_checkpoint(out_dir, to_save, tok, {'step': step, 'optimizer': osd, 'rng': rng_state(),
-                                                    'config': train_config, 'world_size': world,
-                                                    'loss': last_loss})
-        barrier()
 
     # ---- loop
     model.train()
-    n_train = len(train_ex)
     train_lengths = [len(ids) for ids, _ in train_ex]
-    loss_acc, tok_acc, sup_acc, t0 = 0.0, 0, 0, time.time()
-    last_loss = float('nan')
-    from tqdm import tqdm
-    bar = tqdm(total=max_iters, initial=start_step, disable=not is_main(), desc='sft', dynamic_ncols=True)
-    for step in range(start_step, max_iters):
-        if step == crash_at_step:
-            print0(f'crash_at_step={step}: exiting without cleanup', flush=True)
-            os._exit(1)
-        lr = lr_at(step, max_iters, learning_rate, warmup_frac, min_lr_ratio)
+    sums, t0, last_loss = [0.0, 0, 0], time.time(), float('nan')  # sums: CE, tokens, supervised tokens
+    bar = tqdm(total=n_iters, initial=start_step, disable=not is_main(), desc='sft', dynamic_ncols=True)
+    for step in range(start_step, n_iters):
+        lr = lr_at(step, n_iters, learning_rate, warmup_frac, min_lr_ratio)
         for group in optimizer.param_groups:
             group['lr'] = lr
         # build the whole step's micro-batches first: the supervised-token count N_global
         # is needed to weigh each micro-batch's mean loss (one small all-reduce)
-        micro = [make_batch(train_ex, batch_indices(n_train, seed, step * grad_accum_steps + k, rank, world,
+        micro = [make_batch(train_ex, batch_indices(len(train_ex), seed, step * grad_accum_steps + k, rank, world,
                                                     batch_size, train_lengths, length_group), tok.pad_id, device)
                  for k in range(grad_accum_steps)]
         n_local = sum((y != -100).sum().item() for _, y, _ in micro)
@@ -403,50 +409,37 @@ def main():
                 scaled = loss * (n_valid * world / max(n_global, 1.0))
                 scaled.backward()
             step_loss += loss.item() * n_valid
-            tok_acc += n_tok
+            sums[1] += n_tok
         if grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        loss_acc += step_loss
-        sup_acc += n_local
+        sums[0] += step_loss
+        sums[2] += n_local
         done = step + 1
         bar.update(1)
 
-        if done % log_interval == 0 or done == max_iters:
-            # summed CE / supervised tokens over all ranks and steps since the last line
-            loss_sum, tok_sum, n_sup = all_reduce_sum([loss_acc, tok_acc, sup_acc], device)
-            elapsed = time.time() - t0
-            row = {'step': done, 'loss': loss_sum / max(n_sup, 1.0), 'lr': lr, 'tokens_per_s': tok_sum / elapsed}
-            if device.type == 'cuda':
-                row['mfu'] = flops_per_token * row['tokens_per_s'] / (peak_flops * world)
+        if done % log_interval == 0 or done == n_iters:
+            row = train_log_row(done, lr, sums, time.time() - t0, device, world, flops_per_token, peak_flops)
             last_loss = row['loss']
             bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f'{lr:.2e}', tok_s=f"{row['tokens_per_s']:.0f}")
             if is_main():
                 append_jsonl(metrics_path, row)
-            loss_acc, tok_acc, sup_acc, t0 = 0.0, 0, 0, time.time()
-
-        if val_ex and ((eval_interval > 0 and done % eval_interval == 0) or done == max_iters):
-            val_loss = evaluate_loss(model, val_ex, tok.pad_id, device, rank, world, autocast)
+            sums, t0 = [0.0, 0, 0], time.time()
+        if val_ex and ((eval_interval > 0 and done % eval_interval == 0) or done == n_iters):
+            val_loss = evaluate_loss(model, val_ex, tok.pad_id, device, rank, world, autocast, batch_size)
             print0(f'\nstep {done}: val loss {val_loss:.4f}')
             if is_main():
                 append_jsonl(metrics_path, {'step': done, 'val_loss': val_loss})
-        if done % ckpt_interval == 0 or done == max_iters:
-            checkpoint(done, last_loss)
+        if done % ckpt_interval == 0 or done == n_iters:
+            save_train_checkpoint(out_dir, model, raw_model, optimizer, tok, fsdp,
+                                  {'step': done, 'config': train_config, 'world_size': world, 'loss': last_loss})
     bar.close()
-    if start_step >= max_iters:
-        print0(f'{out_dir}: already at step {start_step} >= max_iters={max_iters}, nothing to do')
-
-    if dump_param_hash:
-        sd = model.module.state_dict() if isinstance(model, DDP) else raw_model.state_dict()
-        if fsdp:
-            sd = full_state(model, optimizer)[0]
-        if not fsdp or is_main():
-            os.makedirs(out_dir, exist_ok=True)
-            with open(os.path.join(out_dir, f'param_hash_rank{rank}.txt'), 'w') as f:
-                f.write(param_hash(sd) + '\n')
+    if start_step >= n_iters:
+        print0(f'{out_dir}: already at step {start_step} >= max_iters={n_iters}, nothing to do')
     barrier()
     cleanup_dist()
+    return raw_model
 
 
 if __name__ == '__main__':

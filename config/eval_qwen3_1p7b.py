@@ -15,6 +15,6 @@ max_new_tokens = 4096
 batch_size = 256
 chunk_items = 256
 system = 'You are a helpful assistant.'
-dtype = 'bfloat16'
+param_dtype = 'bfloat16'
 report_path = 'out/report_qwen3_1p7b.md'
 cuda_graph = True  # static-shape decode on GPU

@@ -22,4 +22,4 @@ eps_low = 0.2                         # ours (DAPO clip-higher)
 eps_high = 0.28
 kl_coef = 0.0                         # off, as in DAPO; 1e-3 keeps a k3 KL to the SFT model
 ckpt_interval = 25
-dtype = 'bfloat16'
+param_dtype = 'bfloat16'              # weights in bf16 (no fp32 master copy)

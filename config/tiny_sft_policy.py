@@ -1,6 +1,6 @@
 # POLICY warm-up SFT of the embedded default: continues the mixed-ratio SFT model on the
 # mixed-ratio set plus <COMP_AUTO> items answered with the teacher budget g* (built by
-# train_compressor.py --stage=build once train_chrpo.py --stage=teacher has labelled the RL
+# build_sft_data.py (config/tiny_policy_data.py) once train_chrpo.py --stage=teacher has labelled the RL
 # pool). Its result is the 'sft' model of the report and CHRPO's starting point.
 #   torchrun --standalone --nproc_per_node=2 train_sft.py config/tiny_sft_policy.py
 out_dir = 'out/sft'

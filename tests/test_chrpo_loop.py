@@ -3,8 +3,9 @@ rollouts (realized ratio, truncation, the length-cap fallback), the loss at the 
 temperature, the k3 KL sign, the stop token's gradient, and one real main() step on a tiny
 random model whose sampler is scripted (everything after the sampler is the real code:
 sample_and_grade, grade, rollout_reward, group advantages, placement, skipping, the update).
-Expected values are worked out by hand from DESIGN.md's CHRPO section; reward constants are
-explicit non-default overrides, so the tests do not depend on rewards.DEFAULTS."""
+Expected values are worked out by hand from the CHRPO design (train_chrpo.py's docstring and
+rewards.py); reward constants are explicit non-default overrides, so the tests do not depend
+on rewards.DEFAULTS."""
 import json
 import statistics
 
@@ -16,6 +17,7 @@ import rewards
 import sampler
 import train_chrpo as tc
 from common import save_checkpoint
+from digest import param_digest
 from corpus import generate_corpus, tokenizer_training_texts
 from model import Qwen3, Qwen3Config
 from tokenizer import train_tokenizer
@@ -26,6 +28,7 @@ C = dict(band=0.05, huber_delta=0.2, w_cal=0.7, w_short=0.9, kappa=0.35, w_mode=
 T = 0.7          # rollout temperature (not 1, so a loss at the wrong temperature shows)
 MAX_NEW = 48     # rollout length cap: the realized-ratio denominator without ref_full_len
 G = 4            # rollouts per question
+LOSS = dict(temperature=T, eps_low=0.2, eps_high=0.28, kl_coef=0.0)  # micro_batch_loss settings
 
 
 @pytest.fixture(scope='module')
@@ -71,15 +74,14 @@ def sample(correct, c, think, finish='stop', closed=True, boxes=1):
 
 
 @pytest.fixture
-def reward_config(monkeypatch):
-    monkeypatch.setattr(tc, 'reward_overrides', dict(C))
-    monkeypatch.setattr(tc, 'max_new_tokens', MAX_NEW)
-    monkeypatch.setattr(tc, 'use_mode_term', True)
+def reward_config():
+    """rollout_reward's settings: the constants C, the length cap MAX_NEW, the mode term on."""
+    return dict(max_new_tokens=MAX_NEW, reward_overrides=dict(C), use_mode_term=True)
 
 
 def test_rollout_reward_ratio_uses_ref_full_len(reward_config):
     # n = 9, L = 40: r = 0.225; |r - c| = 0.025 inside the band; mode = min(0.35, 0.9 * 0.775) = 0.35
-    rm, rc, info = tc.rollout_reward(sample(True, '0.2', 9), {'g_star': 0.4, 'ref_full_len': 40.0})
+    rm, rc, info = tc.rollout_reward(sample(True, '0.2', 9), {'g_star': 0.4, 'ref_full_len': 40.0}, **reward_config)
     assert info['r'] == pytest.approx(0.225) and info['c'] == 0.2 and info['valid'] is True
     assert rm == pytest.approx(1.35)
     assert rc == pytest.approx(1 + min(0.35, 0.4 - 0.2))  # correct under g*
@@ -88,23 +90,25 @@ def test_rollout_reward_ratio_uses_ref_full_len(reward_config):
 def test_rollout_reward_without_ref_full_len_divides_by_length_cap(reward_config):
     # L = max_new_tokens = 48: n = 24 -> r = 0.5; c = 0.8: excess 0.25, huber 0.15, cal 0.105;
     # incorrect with c >= g* = 0.6: mode = -0.6 * 0.15 = -0.09 -> R_main = -0.195
-    rm, rc, info = tc.rollout_reward(sample(False, '0.8', 24), {'g_star': 0.6, 'ref_full_len': None})
+    rm, rc, info = tc.rollout_reward(sample(False, '0.8', 24), {'g_star': 0.6, 'ref_full_len': None}, **reward_config)
     assert info['r'] == pytest.approx(0.5)
     assert rm == pytest.approx(-0.195) and rc == pytest.approx(-0.15)
 
 
 def test_truncated_rollout_earns_invalid_reward(reward_config):
     # a closed think and one box, but the sampler hit the length cap: invalid
-    rm, rc, info = tc.rollout_reward(sample(False, '0.4', 10, finish='length'), {'g_star': 0.4, 'ref_full_len': 40})
+    rm, rc, info = tc.rollout_reward(sample(False, '0.4', 10, finish='length'), {'g_star': 0.4, 'ref_full_len': 40},
+                                     **reward_config)
     assert info['valid'] is False and rm == pytest.approx(-1.3)
     assert rc == pytest.approx(-0.15)  # R_ctrl still judges the chosen budget (c >= g*)
-    rm, _, info = tc.rollout_reward(sample(False, '0.4', 10, boxes=2), {'g_star': 0.4, 'ref_full_len': 40})
+    rm, _, info = tc.rollout_reward(sample(False, '0.4', 10, boxes=2), {'g_star': 0.4, 'ref_full_len': 40},
+                                    **reward_config)
     assert info['valid'] is False and rm == pytest.approx(-1.3)
 
 
-def test_rollout_reward_passes_mode_switch(reward_config, monkeypatch):
-    monkeypatch.setattr(tc, 'use_mode_term', False)
-    rm, _, _ = tc.rollout_reward(sample(True, '0.2', 9), {'g_star': 0.4, 'ref_full_len': 40.0})
+def test_rollout_reward_passes_mode_switch(reward_config):
+    rm, _, _ = tc.rollout_reward(sample(True, '0.2', 9), {'g_star': 0.4, 'ref_full_len': 40.0},
+                                 **dict(reward_config, use_mode_term=False))
     assert rm == pytest.approx(1.0)  # no shortness bonus, inside the band
 
 
@@ -121,21 +125,17 @@ def hand_rollouts(tok, model):
     return out
 
 
-def test_loss_log_probs_are_taken_at_the_sampling_temperature(tok, monkeypatch):
-    monkeypatch.setattr(tc, 'temperature', T)
-    monkeypatch.setattr(tc, 'kl_coef', 0.0)
+def test_loss_log_probs_are_taken_at_the_sampling_temperature(tok):
     model = tiny_model(tok.vocab_size, seed=1)
     rollouts = hand_rollouts(tok, model)
     n = sum(len(r['tokens']) for r in rollouts)
-    loss, st = tc.micro_batch_loss(model, model, None, rollouts, n, 1, tok.pad_id, 'cpu')
+    loss, st = tc.micro_batch_loss(model, model, None, rollouts, n, 1, tok.pad_id, 'cpu', **LOSS)
     # on-policy at temperature T: rho = 1 on every token, so l_t = -A_t = -1 and the mean is -1
     assert loss.item() == pytest.approx(-1.0, abs=1e-4)
     assert st['tokens'] == n and st['clipped'] == 0 and abs(st['approx_kl']) < 1e-3
 
 
-def test_k3_kl_term_is_added_with_its_coefficient(tok, monkeypatch):
-    monkeypatch.setattr(tc, 'temperature', T)
-    monkeypatch.setattr(tc, 'kl_coef', 0.3)
+def test_k3_kl_term_is_added_with_its_coefficient(tok):
     model, ref = tiny_model(tok.vocab_size, seed=1), tiny_model(tok.vocab_size, seed=2)
     rollouts = hand_rollouts(tok, model)
     for r in rollouts:
@@ -146,15 +146,13 @@ def test_k3_kl_term_is_added_with_its_coefficient(tok, monkeypatch):
         new = tempered_logprobs(model, r['prompt_ids'], r['tokens'], T)
         old = tempered_logprobs(ref, r['prompt_ids'], r['tokens'], T)
         k3 += sum(torch.expm1(torch.tensor(o - w)).item() - (o - w) for o, w in zip(old, new))
-    loss, st = tc.micro_batch_loss(model, model, ref, rollouts, n, 1, tok.pad_id, 'cpu')
+    loss, st = tc.micro_batch_loss(model, model, ref, rollouts, n, 1, tok.pad_id, 'cpu', **dict(LOSS, kl_coef=0.3))
     assert k3 > 0.01
     assert loss.item() == pytest.approx(0.3 * k3 / n, rel=1e-4)
     assert st['kl_ref'] == pytest.approx(k3, rel=1e-4)
 
 
-def test_stop_token_is_a_target_and_carries_gradient(tok, monkeypatch):
-    monkeypatch.setattr(tc, 'temperature', T)
-    monkeypatch.setattr(tc, 'kl_coef', 0.0)
+def test_stop_token_is_a_target_and_carries_gradient(tok):
     model = tiny_model(tok.vocab_size, seed=1)
     r = hand_rollouts(tok, model)[0]
     assert r['tokens'][-1] == tok.eos_id
@@ -163,7 +161,7 @@ def test_stop_token_is_a_target_and_carries_gradient(tok, monkeypatch):
     last = len(r['prompt_ids']) + len(r['tokens']) - 2  # the position that predicts <|im_end|>
     assert y[0, last].item() == tok.eos_id and adv[0, last].item() == 1.0
     assert old[0, last].item() == pytest.approx(r['logprobs'][-1])
-    loss, _ = tc.micro_batch_loss(model, model, None, [r], len(r['tokens']), 1, tok.pad_id, 'cpu')
+    loss, _ = tc.micro_batch_loss(model, model, None, [r], len(r['tokens']), 1, tok.pad_id, 'cpu', **LOSS)
     loss.backward()
     # d(-logp(eos)) / d(lm_head row of eos) = -(1 - p(eos)) h / T: nonzero
     assert model.lm_head.weight.grad[tok.eos_id].abs().sum() > 0
@@ -191,7 +189,7 @@ SCRIPT = [
 
 
 def hand_rewards(g_star, ref, gold, c, n, given, stopped):
-    """(R_main, R_ctrl, r) from DESIGN.md: r = n / (ref_full_len or the length cap); truncated
+    """(R_main, R_ctrl, r) by the CHRPO design: r = n / (ref_full_len or the length cap); truncated
     = invalid; correct only when stopped and right."""
     L = ref or MAX_NEW
     r = n / L
@@ -232,10 +230,10 @@ def loop_run(tok, tmp_path, monkeypatch):
 
     real_update = tc.policy_update
 
-    def spy_update(ddp_model, model, ref_model, optimizer, rollouts, *a):
+    def spy_update(ddp_model, model, ref_model, optimizer, rollouts, *a, **kw):
         seen.extend({'id': r['id'], 'tokens': list(r['tokens']), 'logprobs': list(r['logprobs']),
                      'token_adv': list(r['token_adv'])} for r in rollouts)
-        return real_update(ddp_model, model, ref_model, optimizer, rollouts, *a)
+        return real_update(ddp_model, model, ref_model, optimizer, rollouts, *a, **kw)
 
     monkeypatch.setattr(sampler, 'generate', scripted_generate)
     monkeypatch.setattr(tc, 'policy_update', spy_update)
@@ -244,8 +242,8 @@ def loop_run(tok, tmp_path, monkeypatch):
                max_iters=1, questions_per_step=len(SCRIPT), group_size=G, max_new_tokens=MAX_NEW, temperature=T,
                top_p=1.0, mu=1, micro_batch_size=5, learning_rate=1e-2, kl_coef=0.0, reward_overrides=dict(C),
                adv_std_floor=STD_FLOOR,
-               use_ctrl_reward=True, use_mode_term=True, skip_uniform_groups=True, resume=False, dtype='float32',
-               ckpt_interval=10, max_rl_questions=0, warmup_iters=0, grad_clip=1.0, dump_param_digest=False)
+               use_ctrl_reward=True, use_mode_term=True, skip_uniform_groups=True, resume=False, param_dtype='float32',
+               ckpt_interval=10, max_rl_questions=0, warmup_iters=0, grad_clip=1.0)
 
     def run(**kw):
         for k, v in {**cfg, **kw}.items():
@@ -303,7 +301,7 @@ def test_one_real_step_places_hand_computed_advantages(loop_run, tok):
     assert m['valid'] == pytest.approx(sum(ro[3] for s in SCRIPT for ro in s[3]) / (G * len(SCRIPT)))
     # the behaviour log-probs were taken at T and the loss uses T: on-policy, nothing clipped
     assert abs(m['approx_kl']) < 1e-4 and m['clip_frac'] == 0
-    assert tc.param_digest(res['model']) != tc.param_digest(res['init'])
+    assert param_digest(res['model'].state_dict()) != param_digest(res['init'].state_dict())
 
 
 def test_one_real_step_without_ctrl_reward_gives_control_token_a_main(loop_run, tok):
@@ -336,16 +334,14 @@ def test_one_real_step_improves_the_rewarded_rollout(loop_run, tok):
 def test_policy_update_normalizes_each_mini_batch_by_its_own_token_count(tok, monkeypatch):
     """mu optimizer steps; each divides by the token count of its own mini-batch (every
     rollout in exactly one), accumulated over micro-batches of at most micro_batch_size."""
-    monkeypatch.setattr(tc, 'mu', 2)
-    monkeypatch.setattr(tc, 'micro_batch_size', 2)
     model = tiny_model(tok.vocab_size, seed=1)
     rollouts = [{'prompt_ids': [5, 6], 'tokens': list(range(10, 10 + k)), 'logprobs': [-1.0] * k,
                  'token_adv': [0.5] * k, 'tag': k} for k in (2, 3, 4, 5, 7)]
     events = []
 
-    def spy_loss(ddp_model, raw_model, ref_model, mbatch, global_tokens, *a):
+    def spy_loss(ddp_model, raw_model, ref_model, mbatch, global_tokens, *a, **kw):
         events.append(('micro', [r['tag'] for r in mbatch], global_tokens))
-        return real_loss(ddp_model, raw_model, ref_model, mbatch, global_tokens, *a)
+        return real_loss(ddp_model, raw_model, ref_model, mbatch, global_tokens, *a, **kw)
 
     class Opt:
         def step(self):
@@ -356,7 +352,8 @@ def test_policy_update_normalizes_each_mini_batch_by_its_own_token_count(tok, mo
 
     real_loss = tc.micro_batch_loss
     monkeypatch.setattr(tc, 'micro_batch_loss', spy_loss)
-    tc.policy_update(model, model, None, Opt(), rollouts, 1, tok.pad_id, 'cpu')
+    tc.policy_update(model, model, None, Opt(), rollouts, 1, tok.pad_id, 'cpu', mu=2, micro_batch_size=2, grad_clip=1.0,
+                     **LOSS)
     assert [e[0] for e in events].count('step') == 2
     seen, mini = [], []
     for e in events:

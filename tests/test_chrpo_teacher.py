@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-import evaluate
 import train_chrpo as tc
 from common import read_jsonl
 
@@ -39,11 +38,12 @@ def scripted(monkeypatch):
                              'output': f'<think>\ncot {it["id"]} {mode}\n</think>\n\n\\boxed{{1}}'})
         return rows
 
-    monkeypatch.setattr(evaluate, 'sample_and_grade', sample_and_grade)
-    for k, v in dict(teacher_chunk=2, teacher_samples=2, teacher_solve_share=0.5, teacher_temperature=0.55,
-                     teacher_top_p=0.85).items():
-        monkeypatch.setattr(tc, k, v)
+    monkeypatch.setattr(tc, 'sample_and_grade', sample_and_grade)  # where compute_teacher_budgets looks it up
     return calls
+
+
+TEACHER = dict(teacher_chunk=2, teacher_samples=2, teacher_solve_share=0.5, teacher_temperature=0.55,
+               teacher_top_p=0.85, max_new_tokens=384, seed=1337, batch_size=None)
 
 
 def test_teacher_budgets_chunked_resumed_and_summarized(scripted, tmp_path):
@@ -52,7 +52,7 @@ def test_teacher_budgets_chunked_resumed_and_summarized(scripted, tmp_path):
     cached = {'id': 'q1', 'question': 'Q1', 'answer': '1', 'g_star': 0.2, 'ref_full_len': 10.0}
     # a cached row, then a row torn by a kill mid-append (q0: must be labelled again)
     path.write_text(json.dumps(cached) + '\n' + '{"id": "q0", "g_st')
-    rows = tc.compute_teacher_budgets(None, None, items, str(path), 0, 1)
+    rows = tc.compute_teacher_budgets(None, None, items, str(path), 0, 1, **TEACHER)
     # q1 is not labelled again; the rest in chunks of 2, one sampler call per budget and chunk
     assert [c['ids'] for c in scripted] == [['q0', 'q2']] * 5 + [['q3', 'q4']] * 5
     assert [c['mode'] for c in scripted] == BUDGETS * 2
@@ -65,10 +65,9 @@ def test_teacher_budgets_chunked_resumed_and_summarized(scripted, tmp_path):
     assert by_id['q3']['g_star'] is None and by_id['q3']['ref_full_len'] == 14
     assert by_id['q4']['g_star'] == 0.6 and by_id['q4']['ref_full_len'] == 12
     assert by_id['q0']['accuracy'] == {'0.2': 0.0, '0.4': 0.5, '0.6': 1.0, '0.8': 1.0, '1.0': 1.0}
-    assert by_id['q0']['cots'] == {b: f'cot q0 {b}' for b in BUDGETS[1:]}
     # a second run finds everything cached and samples nothing
     scripted.clear()
-    again = tc.compute_teacher_budgets(None, None, items, str(path), 0, 1)
+    again = tc.compute_teacher_budgets(None, None, items, str(path), 0, 1, **TEACHER)
     assert scripted == [] and again == rows
 
 

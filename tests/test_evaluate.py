@@ -1,14 +1,12 @@
 """
 Tests for evaluate.py: grading of hand-made outputs, the engine's row layout (with a
-scripted sampler), the metrics against hand-computed numbers, the report, and an
+scripted sampler), the metrics against hand-computed numbers, the report (report.py), and an
 end-to-end CLI run on a random tiny model (summary.json, report.md, plot, resume).
 
     python -m pytest tests/test_evaluate.py -q
 """
 import json
 import os
-import sys
-import types
 
 import pytest
 import torch
@@ -18,6 +16,7 @@ import evaluate
 from common import save_checkpoint, write_jsonl
 from corpus import generate_corpus, tokenizer_training_texts
 from model import Qwen3, Qwen3Config
+from report import write_report
 from tokenizer import train_tokenizer
 
 
@@ -120,7 +119,7 @@ def test_sample_and_grade_rows_in_item_order_with_prompts_and_grades(corpus_and_
                             'finish_reason': 'stop'})
         return out
 
-    monkeypatch.setitem(sys.modules, 'sampler', types.SimpleNamespace(generate=fake_generate))
+    monkeypatch.setattr(evaluate.sampler, 'generate', fake_generate)
     model = torch.nn.Linear(1, 1)
     rows = evaluate.sample_and_grade(model, tok, items, 'auto', n=2, temperature=0.5, seed=3)
     assert [(r['id'], r['sample_index']) for r in rows] == [('a', 0), ('a', 1), ('b', 0), ('b', 1)]
@@ -218,7 +217,7 @@ def test_pass_at_k_matches_combinatorial_definition():
 
 def test_write_report_has_paper_layout_cells(tmp_path):
     rows = evaluate.summarize(hand_results())
-    text = evaluate.write_report(rows, str(tmp_path / 'r.md'))
+    text = write_report(rows, str(tmp_path / 'r.md'))
     assert (tmp_path / 'r.md').read_text() == text
     assert '| method / mode | syn |' in text
     assert '| base model | 150 / 50.0 ± 98.0 (1.00) |' in text  # 2 questions [1, 0]: 1.96 * sqrt(0.5 / 2)
@@ -243,7 +242,7 @@ def tiny_checkpoint(out_dir, tok, seed):
 
 def configure(monkeypatch, tmp_path, bench, models, model_modes, **extra):
     settings = dict(out_dir=str(tmp_path / 'eval'), models=models, model_modes=model_modes, benchmarks=[bench],
-                    max_new_tokens=6, batch_size=8, chunk_items=2, device='cpu', dtype='float32', n_samples=1,
+                    max_new_tokens=6, batch_size=8, chunk_items=2, device='cpu', param_dtype='float32', n_samples=1,
                     report_path=str(tmp_path / 'report.md'), optional_models=[], max_items=0)
     settings.update(extra)
     for k, v in settings.items():
@@ -254,7 +253,7 @@ def test_end_to_end_writes_samples_summary_report_and_resumes(corpus_and_tok, tm
     corpus, tok = corpus_and_tok
     bench = str(tmp_path / 'bench.jsonl')
     write_jsonl(bench, [{'id': r['id'], 'question': r['question'], 'answer': r['answer']}
-                        for r in corpus['test'][:3]])
+                             for r in corpus['test'][:3]])
     models = {'base': tiny_checkpoint(tmp_path / 'base', tok, 1), 'sft': str(tmp_path / 'sft'),
               'chrpo': str(tmp_path / 'chrpo')}
     tiny_checkpoint(tmp_path / 'sft', tok, 2)  # an out_dir: resolved to its ckpt/
@@ -293,7 +292,7 @@ def test_killed_run_resumes_from_partial_file(corpus_and_tok, tmp_path, monkeypa
     corpus, tok = corpus_and_tok
     bench = str(tmp_path / 'bench.jsonl')
     write_jsonl(bench, [{'id': r['id'], 'question': r['question'], 'answer': r['answer']}
-                        for r in corpus['test'][:4]])
+                             for r in corpus['test'][:4]])
     models = {'base': tiny_checkpoint(tmp_path / 'base', tok, 1)}
     configure(monkeypatch, tmp_path, bench, models, {'base': ['base']}, chunk_items=2)
     real = evaluate.sample_and_grade
@@ -345,5 +344,5 @@ def test_summary_rows_carry_intervals_and_report_prints_them(tmp_path):
     assert 'acc_diff_vs_ref' not in by[('base', 'base')]
     r = by[('sft', '0.4')]
     assert abs(r['acc_diff_vs_ref'] - (0.8 - 0.5)) < 1e-12 and r['acc_diff_ci95'] > 0
-    text = evaluate.write_report(rows, str(tmp_path / 'report.md'))
+    text = write_report(rows, str(tmp_path / 'report.md'))
     assert f"40 / 80.0 ± {100 * r['accuracy_ci95']:.1f} (0.40) [+30.0 ± {100 * r['acc_diff_ci95']:.1f}]" in text

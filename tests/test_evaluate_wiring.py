@@ -2,7 +2,6 @@
 a torn .partial chunk is rewritten and only its questions are sampled again, per-rank
 partial files are merged in item order; and the metric edge cases (ActRatio reference
 order, the budget "within 0.1" boundary) against hand numbers."""
-import types
 
 import pytest
 
@@ -39,7 +38,9 @@ ITEMS = [{'id': f'q{i}', 'question': f'Q{i}', 'answer': str(i)} for i in range(5
 
 
 def run(rank=0, world=1, settings=SETTINGS, items=ITEMS):
-    return evaluate.evaluate_pair(None, Tok(), 'ckpt', 'm', 'base', 'syn', items, rank, world, settings)
+    # out_dir and chunk_items as main() passes them from its config (set by the `scripted` fixture)
+    return evaluate.evaluate_pair(None, Tok(), 'ckpt', 'm', 'base', 'syn', items, rank, world, settings,
+                                  out_dir=evaluate.out_dir, chunk_items=evaluate.chunk_items, batch_size=8)
 
 
 def check_complete(rows, items=ITEMS, n=2):

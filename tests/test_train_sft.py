@@ -7,6 +7,7 @@ run, HF (transformers) loading of the checkpoint, and clear errors on malformed 
 """
 import json
 import os
+import random
 import subprocess
 import sys
 
@@ -16,7 +17,9 @@ import torch
 import data
 import train_sft
 from common import find_checkpoint, load_train_state, read_jsonl
+from digest import param_digest
 from corpus import build_corpus
+from model import Qwen3
 from tokenizer import load_tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,7 +32,7 @@ def tiny_data(tmp_path_factory):
     """A handful of corpus records and a small tokenizer, written the way `python corpus.py` does."""
     d = tmp_path_factory.mktemp('data')
     build_corpus(str(d), seed=7, sizes={'train': 24, 'val': 4, 'test': 2, 'sft_pool': 2, 'rl_pool': 2},
-                 vocab_size=400, tokenizer_docs=24, verbose=False)
+                      vocab_size=400, tokenizer_docs=24, verbose=False)
     return d
 
 
@@ -37,13 +40,13 @@ def data_args(d):
     return [f'--data_path={d}/train.jsonl', f'--val_path={d}/val.jsonl', f'--tokenizer_path={d}/tokenizer']
 
 
-def run_script(args, nproc=1, check=True):
-    env = dict(os.environ, OMP_NUM_THREADS='1', HF_HUB_OFFLINE='1')
+def run_script(args, nproc=1, check=True, script='train_sft.py', env_extra=None):
+    """Run train_sft.py (or tests/sft_worker.py, which adds the kill / weight-digest hooks)."""
+    env = dict(os.environ, OMP_NUM_THREADS='1', HF_HUB_OFFLINE='1', **(env_extra or {}))
     if nproc == 1:
-        cmd = [sys.executable, 'train_sft.py']
+        cmd = [sys.executable, script]
     else:
-        cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}',
-               'train_sft.py']
+        cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}', script]
     p = subprocess.run(cmd + args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     if check and p.returncode != 0:
         raise AssertionError(f'{" ".join(cmd + args)} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}')
@@ -51,7 +54,6 @@ def run_script(args, nproc=1, check=True):
 
 
 def ckpt_weights(out_dir):
-    from model import Qwen3
     return Qwen3.from_pretrained(find_checkpoint(str(out_dir)), dtype=torch.float32).state_dict()
 
 
@@ -104,7 +106,6 @@ def test_batch_stream_covers_each_epoch_once_across_ranks():
 
 
 def test_length_grouped_batches_cover_each_epoch_once_with_less_padding():
-    import random
     rng = random.Random(0)
     n, B, world, pool = 96, 4, 2, 6
     lengths = [rng.randint(100, 400) for _ in range(n)]
@@ -175,7 +176,7 @@ def test_sft_loss_falls_on_tiny_set(tiny_data, tmp_path, monkeypatch):
 def ddp_run(tiny_data, tmp_path_factory):
     out = tmp_path_factory.mktemp('ddp')
     run_script(TINY + data_args(tiny_data) + [f'--out_dir={out}', '--max_iters=4', '--grad_accum_steps=2',
-                                              '--dump_param_hash=True', '--eval_interval=2'], nproc=2)
+                                              '--eval_interval=2'], nproc=2, script='tests/sft_worker.py')
     return out
 
 
@@ -184,7 +185,7 @@ def test_torchrun_two_ranks_end_with_identical_weights(ddp_run):
     h1 = (ddp_run / 'param_hash_rank1.txt').read_text()
     assert h0 == h1
     # and the checkpoint holds those weights, trained (not the init)
-    assert train_sft.param_hash(ckpt_weights(ddp_run)) == h0.strip()
+    assert param_digest(ckpt_weights(ddp_run)) == h0.strip()
     state = load_train_state(find_checkpoint(str(ddp_run)))
     assert state['step'] == 4 and state['world_size'] == 2
     rows = read_jsonl(str(ddp_run / 'metrics.jsonl'))
@@ -194,7 +195,6 @@ def test_torchrun_two_ranks_end_with_identical_weights(ddp_run):
 
 def test_checkpoint_loads_in_transformers_with_same_logits(ddp_run, tiny_data):
     import transformers
-    from model import Qwen3
     ckpt = find_checkpoint(str(ddp_run))
     ours = Qwen3.from_pretrained(ckpt, dtype=torch.float32).eval()
     theirs = transformers.Qwen3ForCausalLM.from_pretrained(ckpt, torch_dtype=torch.float32).eval()
@@ -222,7 +222,8 @@ def test_fsdp_two_ranks_matches_ddp(ddp_run, tiny_data, tmp_path):
 def test_killed_run_resumes_to_same_weights(tiny_data, tmp_path):
     common = TINY + data_args(tiny_data) + ['--max_iters=4', '--ckpt_interval=2', '--eval_interval=0']
     run_script(common + [f'--out_dir={tmp_path}/full'])
-    crashed = run_script(common + [f'--out_dir={tmp_path}/killed', '--crash_at_step=3'], check=False)
+    crashed = run_script(common + [f'--out_dir={tmp_path}/killed'], check=False, script='tests/sft_worker.py',
+                         env_extra={'SFT_KILL_AT_STEP': '3'})
     assert crashed.returncode != 0
     ckpt = find_checkpoint(str(tmp_path / 'killed'))
     assert ckpt is not None and load_train_state(ckpt)['step'] == 2  # the last checkpoint before the kill

@@ -1,0 +1,146 @@
+"""
+The evaluation report: evaluate.py's summary rows (one per benchmark x model x mode, see
+evaluate.summarize) written as markdown in the paper's table layout, plus the
+accuracy-vs-ActRatio plot. Not run directly: evaluate.py calls
+
+    write_report(summary_rows, 'out/eval/report.md', plot_path='out/eval/accuracy_vs_ratio.png')
+
+Sections: the main table (rows = model / mode, a column per benchmark, each cell "think
+tokens / accuracy % ± 95% half-width (ActRatio) [accuracy difference to the reference row ±
+its paired half-width]"), budget following, the POLICY budget histogram, accuracy by
+difficulty, latency and, when several samples were drawn per question, pass@k.
+"""
+import os
+
+from common import atomic_write_text
+
+MODE_LABELS = {'base': 'no budget token', 'auto': 'POLICY'}  # how modes read in the table
+
+
+def _row_label(model_name, mode):
+    if model_name == 'base' and mode == 'base':
+        return 'base model'
+    return f"{model_name} {MODE_LABELS.get(mode, mode)}"
+
+
+def _fmt(x, spec='.2f', none='-'):
+    return none if x is None else format(x, spec)
+
+
+def write_report(summary_rows, out_path, title='Extra-CoT evaluation', plot_path=None):
+    """Markdown report from summary rows: the main table (rows = model/mode, a column per
+    benchmark: "think tokens / accuracy % (ActRatio)"), budget following, POLICY budget
+    histogram, latency. With plot_path, also the accuracy-vs-ActRatio plot (if matplotlib)."""
+    rows = list(summary_rows)
+    benches = list(dict.fromkeys(r.get('benchmark', 'synthetic') for r in rows))
+    pairs = list(dict.fromkeys((r['model'], r['mode']) for r in rows))
+    cell = {(r.get('benchmark', 'synthetic'), r['model'], r['mode']): r for r in rows}
+    lines = [f'# {title}', '', 'think tokens / accuracy % ± 95% half-width (ActRatio) [accuracy difference to the '
+             'reference row ± its paired 95% half-width, points]; think tokens are counted inside a closed '
+             '`<think>..</think>` only; truncated or unboxed answers count as wrong.', '']
+    lines += ['| method / mode | ' + ' | '.join(benches) + ' |', '|---|' + '---|' * len(benches)]
+    for m, md in pairs:
+        cells = []
+        for b in benches:
+            r = cell.get((b, m, md))
+            if r is None:
+                cells.append('-')
+                continue
+            ratio = f" ({r['act_ratio']:.2f})" if r.get('act_ratio') is not None else ''
+            ci = f" ± {100 * r['accuracy_ci95']:.1f}" if r.get('accuracy_ci95') is not None else ''
+            diff = (f" [{100 * r['acc_diff_vs_ref']:+.1f} ± {100 * r['acc_diff_ci95']:.1f}]"
+                    if r.get('acc_diff_ci95') is not None else '')
+            cells.append(f"{_fmt(r.get('think_tokens'), '.0f')} / {100 * r['accuracy']:.1f}{ci}{ratio}{diff}")
+        lines.append(f'| {_row_label(m, md)} | ' + ' | '.join(cells) + ' |')
+    # budget following
+    bf = [r for r in rows if r.get('budget_n')]
+    if bf:
+        lines += ['', '## Budget following', '',
+                  'realized ratio r = think tokens / the same question\'s think tokens in the reference row; '
+                  'target = the fixed ratio, or the chosen budget in POLICY mode.', '',
+                  '| benchmark | method / mode | reference | mean abs(r - target) | within 0.1 | samples |',
+                  '|---|---|---|---|---|---|']
+        for r in bf:
+            lines.append(f"| {r.get('benchmark', 'synthetic')} | {_row_label(r['model'], r['mode'])} | {r.get('reference')} "
+                         f"| {_fmt(r['budget_abs_err'], '.3f')} | {_fmt(100 * r['budget_within_0.1'], '.1f')}% "
+                         f"| {r['budget_n']} |")
+    # POLICY histogram
+    pol = [r for r in rows if r.get('budget_hist')]
+    if pol:
+        keys = list(dict.fromkeys(k for r in pol for k in r['budget_hist']))
+        lines += ['', '## POLICY mode: chosen budgets', '', '| benchmark | model | ' + ' | '.join(keys) + ' |',
+                  '|---|---|' + '---|' * len(keys)]
+        for r in pol:
+            tot = max(sum(r['budget_hist'].values()), 1)
+            lines.append(f"| {r.get('benchmark', 'synthetic')} | {r['model']} | "
+                         + ' | '.join(f"{r['budget_hist'].get(k, 0)} ({100 * r['budget_hist'].get(k, 0) / tot:.0f}%)"
+                                      for k in keys) + ' |')
+    # accuracy by difficulty
+    diffs = list(dict.fromkeys(d for r in rows for d in (r.get('acc_by_difficulty') or {})))
+    if diffs:
+        lines += ['', '## Accuracy % by difficulty', '', '| benchmark | method / mode | ' + ' | '.join(diffs) + ' |',
+                  '|---|---|' + '---|' * len(diffs)]
+        for r in rows:
+            d = r.get('acc_by_difficulty') or {}
+            lines.append(f"| {r.get('benchmark', 'synthetic')} | {_row_label(r['model'], r['mode'])} | "
+                         + ' | '.join(_fmt(100 * d[k], '.1f') if k in d else '-' for k in diffs) + ' |')
+    # latency
+    lines += ['', '## Latency', '', '| benchmark | method / mode | s / question | tokens / s | generated tokens / sample |',
+              '|---|---|---|---|---|']
+    for r in rows:
+        lines.append(f"| {r.get('benchmark', 'synthetic')} | {_row_label(r['model'], r['mode'])} | "
+                     f"{_fmt(r.get('latency_s'), '.3f')} | {_fmt(r.get('tokens_per_s'), '.1f')} | "
+                     f"{_fmt(r.get('gen_tokens'), '.1f')} |")
+    if any(k.startswith('pass@') for r in rows for k in r):
+        ks = sorted({k for r in rows for k in r if k.startswith('pass@')}, key=lambda k: int(k[5:]))
+        lines += ['', '## pass@k %', '', '| benchmark | method / mode | ' + ' | '.join(ks) + ' |',
+                  '|---|---|' + '---|' * len(ks)]
+        for r in rows:
+            lines.append(f"| {r.get('benchmark', 'synthetic')} | {_row_label(r['model'], r['mode'])} | "
+                         + ' | '.join(_fmt(100 * r[k], '.1f') if r.get(k) is not None else '-' for k in ks) + ' |')
+    if plot_path and write_plot(rows, plot_path):
+        lines += ['', f'![accuracy vs ActRatio]({os.path.basename(plot_path)})']
+    text = '\n'.join(lines) + '\n'
+    atomic_write_text(out_path, text)
+    return text
+
+
+def write_plot(summary_rows, path):
+    """Accuracy against ActRatio, one panel per benchmark, one series per model, points
+    labelled by mode. Returns False (and writes nothing) without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    benches = list(dict.fromkeys(r.get('benchmark', 'synthetic') for r in summary_rows))
+    fig, axes = plt.subplots(1, len(benches), figsize=(5 * len(benches), 4), squeeze=False)
+    for ax, b in zip(axes[0], benches):
+        pts = [r for r in summary_rows if r.get('benchmark', 'synthetic') == b and r.get('act_ratio') is not None]
+        for m in dict.fromkeys(r['model'] for r in pts):
+            mp = sorted([r for r in pts if r['model'] == m], key=lambda r: r['act_ratio'])
+            line = [r for r in mp if r['mode'] != 'auto']  # fixed budgets (and base) as a curve
+            err = lambda rs: [100 * (r.get('accuracy_ci95') or 0.0) for r in rs]  # 95% half-widths
+            color = ax.errorbar([r['act_ratio'] for r in line], [100 * r['accuracy'] for r in line], yerr=err(line),
+                                fmt='o-', capsize=3, label=m)[0].get_color() if line else None
+            for r in mp:  # POLICY is one operating point: a star in the model's color
+                if r['mode'] == 'auto':
+                    ax.errorbar([r['act_ratio']], [100 * r['accuracy']], yerr=err([r]), fmt='*', ms=12, capsize=3,
+                                color=color, label=None if line else m)
+            for r in mp:
+                ax.annotate(MODE_LABELS.get(r['mode'], r['mode']) if r['mode'] != 'base' else 'base',
+                            (r['act_ratio'], 100 * r['accuracy']), fontsize=7, xytext=(3, 3), textcoords='offset points')
+        ax.set_title(b)
+        ax.set_xlabel('ActRatio (think tokens / base think tokens)')
+        ax.set_ylabel('accuracy %')
+        ax.grid(alpha=0.3)
+        if pts:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + '.tmp.png'
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return True
