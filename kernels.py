@@ -55,10 +55,10 @@ import os
 
 import torch
 
-try:  # guarded: the module must import where triton is absent (macOS, CPU-only wheels)
+try:  # guarded: `import kernels` (and so model.py) must work where triton is absent or broken
     import triton
     import triton.language as tl
-except ImportError:  # pragma: no cover - depends on the machine
+except Exception:  # pragma: no cover - depends on the machine
     triton = None
     tl = None
 

@@ -203,13 +203,11 @@ class Attention(nn.Module):
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
 
     def _sdpa(self, q, k, v, mask, is_causal):
-        """scaled_dot_product_attention with GQA. With a mask and more than one query, k/v are
-        expanded to every query head first (kv head j serves query heads j*rep .. j*rep+rep-1, the
-        repeat_interleave that enable_gqa means): CUDA's fused kernels turn down enable_gqa
-        together with an attn_mask, and the math fallback holds [B, heads, T, S] fp32 scores
-        (34 GB at T = 4096 for the compressor). The copy costs 2 * B * heads * S * head_dim.
-        Decode steps (one query) keep enable_gqa: their scores are [B, heads, 1, S], and
-        expanding would copy the whole cache every step."""
+        """SDPA with GQA. With a mask and several queries, k/v are first expanded to every query
+        head (repeat_interleave, what enable_gqa means): CUDA's fused kernels turn down
+        enable_gqa with an attn_mask, and the math fallback keeps [B, heads, T, S] fp32 scores
+        for backward in every layer (4 GiB a layer for the compressor's 4 x 4096 tokens). Decode
+        steps (one query, [B, heads, 1, S] scores) keep enable_gqa rather than copy the cache."""
         rep = self.n_heads // self.n_kv_heads
         if mask is not None and rep > 1 and q.shape[2] > 1:
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
@@ -364,11 +362,9 @@ class Qwen3(nn.Module):
         return self
 
     def set_activation_checkpointing(self, on=True):
-        """Per-block activation checkpointing for training forwards (grad enabled, no KV cache):
-        each block keeps only its input [B, T, H] and recomputes its inside during backward, so
-        activations cost 4H bytes a token a layer instead of ~118 KiB at Qwen3-1.7B shape
-        (memplan.py), for one extra forward of the blocks (~+33% step FLOPs). Same loss and
-        gradients as without (tests/test_model.py). Set it before wrapping in DDP/FSDP."""
+        """Per-block activation checkpointing of training forwards (grad on, no KV cache): a block
+        keeps only its input (4H bytes a token, not ~118 KiB at Qwen3-1.7B shape, memplan.py) and
+        is recomputed in backward (~+33% step FLOPs). Same gradients. Set before DDP/FSDP."""
         self.activation_checkpointing = bool(on)
         return self
 
