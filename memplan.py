@@ -36,18 +36,19 @@ What is counted, per GPU (bytes; p = parameter dtype bytes, c = compute (autocas
 The sum is conservative: gradients and activations are counted at full size together.
 """
 import ast
+import dataclasses
 import math
 import os
 import sys
 
 import torch
 
+from kernels import default_chunk_size
 from model import Qwen3Config
 
 GiB = 2**30
 DTYPE_BYTES = {'float32': 4, 'bfloat16': 2, 'float16': 2}
 RUNTIME_BYTES = 2 * GiB  # CUDA context (~0.5 GiB), NCCL buffers, allocator fragmentation: a guess
-FUSED_CHUNK_ELEMENTS_CUDA = 2**26  # kernels.FUSED_CHUNK_ELEMENTS['cuda']: tokens per LM-head chunk = this // V
 SAMPLING_BYTES_PER_LOGIT = {'top_p': 40, 'plain': 16}  # fp32 copies, sort values + int64 indices, cumsum, race
 DEFAULT_GPU_GIB = 79.2  # what an "80 GB" H100 / A100 reports as total_memory
 # Qwen3 shapes by name, so a plan needs no download (config.json of the hub checkpoints)
@@ -127,7 +128,7 @@ def lm_head_bytes(cfg, tokens, p, c, train=True):
     turns it into d logits in place), the weight cast to c; in training also the fp32
     grad_weight sum, one chunk's [V, H] product in c, and grad_hidden [tokens, H]."""
     V, H = cfg.vocab_size, cfg.hidden_size
-    chunk = min(tokens, max(1, FUSED_CHUNK_ELEMENTS_CUDA // V))
+    chunk = min(tokens, default_chunk_size(V, 'cuda'))
     total = chunk * V * c + (V * H * c if c != p else 0)
     if train:
         total += V * H * 4 + (V * H * c if c != 4 else 0) + tokens * H * p
@@ -146,22 +147,24 @@ def _row(what, nbytes, keys=''):
     return {'what': what, 'bytes': int(nbytes), 'keys': keys}
 
 
-def training_rows(cfg, tokens, p, c, checkpointing, fsdp, world, keys, kv_expanded=False):
+def training_rows(cfg, tokens, p, c, checkpointing, fsdp, world, keys, kv_expanded=False, shard_key='fsdp'):
     """Rows of one training step (forward + backward + AdamW) on one GPU. keys: names of the
-    config keys that shrink the activations, e.g. 'batch_size, max_len'."""
+    config keys that shrink the activations, e.g. 'batch_size, max_len'; shard_key: the key
+    that turns on FSDP ('' where the script has none)."""
     n = param_counts(cfg)
     shard = world if fsdp else 1
+    state_key = 'more GPUs' if fsdp else shard_key
     rows = [_row(f'weights ({n["total"] / 1e9:.2f}B params x {p} B' + (f', 1/{shard} FSDP shard)' if fsdp else ')'),
-                 n['total'] * p / shard, 'fsdp' if not fsdp else 'more GPUs'),
-            _row('gradients', n['total'] * p / shard, 'fsdp' if not fsdp else 'more GPUs'),
-            _row('AdamW moments (2 x params)', 2 * n['total'] * p / shard, 'fsdp' if not fsdp else 'more GPUs')]
+                 n['total'] * p / shard, state_key),
+            _row('gradients', n['total'] * p / shard, state_key),
+            _row('AdamW moments (2 x params)', 2 * n['total'] * p / shard, state_key)]
     if fsdp:
         gathered = (2 * n['block'] + n['root']) * c + 2 * n['block'] * p
         rows.append(_row('FSDP gathered blocks, root, reduce-scatter', gathered))
     elif world > 1:
-        rows.append(_row('DDP gradient buckets', n['total'] * p, 'fsdp'))
+        rows.append(_row('DDP gradient buckets', n['total'] * p, shard_key))
     if c != p and not fsdp:
-        rows.append(_row('autocast weight copies', cfg.num_hidden_layers * n['block_matmul'] * c, 'fsdp'))
+        rows.append(_row('autocast weight copies', cfg.num_hidden_layers * n['block_matmul'] * c, shard_key))
     ckpt = 'activation checkpointing on' if checkpointing else 'activation checkpointing off'
     rows.append(_row(f'activations ({tokens} tokens, {ckpt})',
                      activation_bytes(cfg, tokens, p, c, checkpointing, kv_expanded),
@@ -192,9 +195,10 @@ def sampling_rows(cfg, weight_bytes, c, rows, prompts, prompt_len, max_new_token
 
 
 def _resident(rows, what):
-    """Training state that stays allocated during another phase (rollouts between updates)."""
+    """Training state that stays allocated during another phase (rollouts between updates):
+    weights, AdamW's moments, DDP's buckets (gradients themselves are freed by zero_grad)."""
     return [_row(f'{r["what"]} ({what})', r['bytes'], r['keys']) for r in rows
-            if r['what'].startswith(('weights', 'AdamW'))]
+            if r['what'].startswith(('weights', 'AdamW', 'DDP'))]
 
 # -----------------------------------------------------------------------------
 # the stages (what each script calls; all sizes per GPU)
@@ -225,7 +229,7 @@ def chrpo_plan(cfg, rollout_prompts, group_size, micro_batch_size, prompt_len, m
     budget in turn. Wire in main after the optimizer is built."""
     c = _dtype_bytes(dtype, 'dtype')
     train = training_rows(cfg, micro_batch_size * (prompt_len + max_new_tokens), 4, c, activation_checkpointing,
-                          False, world, 'micro_batch_size, max_new_tokens')
+                          False, world, 'micro_batch_size, max_new_tokens', shard_key='')
     ref = [_row('frozen reference model', param_counts(cfg)['total'] * c, 'kl_coef')] if kl_coef > 0 else []
     rollouts = _resident(train, 'training state') + ref + sampling_rows(
         cfg, c, c, rollout_prompts * group_size, rollout_prompts, prompt_len, max_new_tokens, top_p,
@@ -251,7 +255,7 @@ def compressor_plan(cfg, batch_size, max_len, dtype, world, activation_checkpoin
     bidirectional padded attention (k/v expanded to every head). DDP."""
     c = _dtype_bytes(dtype, 'dtype')
     return {'compressor step': training_rows(cfg, batch_size * max_len, 4, c, activation_checkpointing, False,
-                                             world, 'batch_size, max_len', kv_expanded=True)}
+                                             world, 'batch_size, max_len', kv_expanded=True, shard_key='')}
 
 # -----------------------------------------------------------------------------
 # report and check
@@ -345,8 +349,9 @@ def plan_for_config(config, cfg, world, prompt_len):
     ac = bool(config.get('activation_checkpointing', False))
     if stage == 'sft':
         return sft_plan(cfg, config['batch_size'], config['max_len'], config['dtype'], config['fsdp'], world, ac)
-    if stage == 'compressor':
-        return compressor_plan(cfg, config['batch_size'], config['max_len'], config['dtype'], world, ac)
+    if stage == 'compressor':  # the shape's LM turned into the 2-label bidirectional classifier
+        classifier = dataclasses.replace(cfg, num_labels=2, is_causal=False)
+        return compressor_plan(classifier, config['batch_size'], config['max_len'], config['dtype'], world, ac)
     if stage == 'chrpo':
         group = config['group_size']
         prompts = max(1, config['sample_batch_size'] // group) if config['sample_batch_size'] else \
