@@ -11,7 +11,8 @@ Two entry points, both differentiable with a per-token upstream gradient g[i]
     token_logprobs(logits[N, V], targets[N], temperature=1.0, backend='auto',
                    return_entropy=False)
     fused_linear_token_logprobs(hidden[N, H], weight[V, H], targets[N], temperature=1.0,
-                                backend='auto', return_entropy=False, chunk_size=None)
+                                backend='auto', return_entropy=False, chunk_size=None,
+                                compute_dtype=None)
 
 The gradient of logprob[i] w.r.t. its logits row is
     d logprob[i] / d x[i, j] = (onehot(t[i])_j - softmax(x[i] / T)_j) / T
@@ -21,7 +22,7 @@ Conventions:
 - targets == -100 (IGNORE_INDEX) gives logprob 0, entropy 0 and zero gradient.
 - The entropy is returned *without* gradient (it is a diagnostic / detached bonus here).
 - Logits must be finite (masked -inf vocab entries are not supported).
-- Gradients come back in the input dtype; all the math is fp32.
+- Gradients come back in the input dtype; the softmax / logsumexp math is fp32.
 
 Backends:
 - 'torch'  : chunked PyTorch (the CPU path, and the reference): rows are processed
@@ -37,8 +38,13 @@ logits_c = hidden_c @ weight.T in torch (a cuBLAS matmul), then the per-row kern
 (Triton or torch) on that chunk; backward recomputes the chunk logits and turns them
 into grad_logits_c in place, then grad_hidden_c = grad_logits_c @ weight and
 grad_weight += grad_logits_c.T @ hidden_c. Peak extra memory is O(chunk * V), not O(N * V).
-grad_weight is accumulated in the weight's dtype (bf16 on GPU) across the N / chunk
-chunks, the same trade-off other fused cross-entropy kernels make.
+Precision: the three matmuls run in one compute dtype, set explicitly rather than left to
+autocast (which is off by the time backward runs): autocast's dtype for fp32 inputs under
+autocast (fp32 master weights: bf16 tensor cores), else the inputs' dtype, or `compute_dtype`
+when given. Backward recomputes exactly the forward's logits, so exp(z - lse) is a
+distribution (fp32 logits recomputed against a bf16 forward's lse gave rows summing to
+0.97..1.03). grad_weight sums the N / chunk chunk products (each one matmul with fp32
+accumulation inside) in an fp32 accumulator and comes back in the weight's dtype.
 
 Run `python -m pytest tests/test_kernels.py` for the tests and `python bench_logprobs.py`
 for memory / time against the naive log_softmax.
@@ -49,10 +55,10 @@ import os
 
 import torch
 
-try:  # guarded: the module must import where triton is absent (macOS, CPU-only wheels)
+try:  # guarded: `import kernels` (and so model.py) must work where triton is absent or broken
     import triton
     import triton.language as tl
-except ImportError:  # pragma: no cover - depends on the machine
+except Exception:  # pragma: no cover - depends on the machine
     triton = None
     tl = None
 
@@ -281,19 +287,21 @@ def token_logprobs(logits, targets, temperature=1.0, backend="auto", return_entr
 class _FusedLinearTokenLogprobs(torch.autograd.Function):
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, temperature, backend, with_entropy, chunk_size):
+    def forward(ctx, hidden, weight, targets, temperature, backend, with_entropy, chunk_size, compute_dtype):
         N = hidden.shape[0]
         logprob = torch.empty(N, dtype=torch.float32, device=hidden.device)
         lse = torch.empty(N, dtype=torch.float32, device=hidden.device)
         entropy = torch.empty(N, dtype=torch.float32, device=hidden.device) if with_entropy else None
-        for a, b in _row_chunks(N, chunk_size):
-            logits = hidden[a:b] @ weight.T  # [chunk, V] in the input dtype; freed each iteration
-            lp, ls, ent = _ROWS_FORWARD[backend](logits, targets[a:b], temperature, with_entropy)
-            logprob[a:b], lse[a:b] = lp, ls
-            if with_entropy:
-                entropy[a:b] = ent
+        w = weight.to(compute_dtype)  # one cast for all chunks (a no-op when already there)
+        with torch.autocast(hidden.device.type, enabled=False):  # the matmul runs in compute_dtype, as said
+            for a, b in _row_chunks(N, chunk_size):
+                logits = hidden[a:b].to(compute_dtype) @ w.T  # [chunk, V]; freed each iteration
+                lp, ls, ent = _ROWS_FORWARD[backend](logits, targets[a:b], temperature, with_entropy)
+                logprob[a:b], lse[a:b] = lp, ls
+                if with_entropy:
+                    entropy[a:b] = ent
         ctx.save_for_backward(hidden, weight, targets, lse)
-        ctx.temperature, ctx.backend, ctx.chunk_size = temperature, backend, chunk_size
+        ctx.temperature, ctx.backend, ctx.chunk_size, ctx.compute_dtype = temperature, backend, chunk_size, compute_dtype
         if not with_entropy:
             return logprob
         ctx.mark_non_differentiable(entropy)
@@ -304,19 +312,28 @@ class _FusedLinearTokenLogprobs(torch.autograd.Function):
         hidden, weight, targets, lse = ctx.saved_tensors
         need_hidden, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_hidden = torch.zeros_like(hidden) if need_hidden else None
-        grad_weight = torch.zeros_like(weight) if need_weight else None
+        # grad_weight sums over every token chunk: an fp32 accumulator whatever the compute dtype
+        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_weight else None
         if grad_logprob is None or not (need_hidden or need_weight):
-            return grad_hidden, grad_weight, None, None, None, None, None
-        for a, b in _row_chunks(hidden.shape[0], ctx.chunk_size):
-            logits = hidden[a:b] @ weight.T  # recompute instead of storing [N, V]
-            # d logits in place: the recomputed chunk is not needed afterwards
-            grad_logits = _ROWS_BACKWARD[ctx.backend](logits, targets[a:b], lse[a:b], grad_logprob[a:b],
-                                                      ctx.temperature, out=logits)
-            if need_hidden:
-                torch.mm(grad_logits, weight, out=grad_hidden[a:b])  # [c, V] @ [V, H]
-            if need_weight:
-                grad_weight.addmm_(grad_logits.T, hidden[a:b])  # [V, c] @ [c, H]
-        return grad_hidden, grad_weight, None, None, None, None, None
+            return grad_hidden, None if grad_weight is None else grad_weight.to(weight.dtype), None, None, None, None, None, None
+        cdt = ctx.compute_dtype
+        w = weight.to(cdt)
+        with torch.autocast(hidden.device.type, enabled=False):  # every matmul below is explicitly in cdt
+            for a, b in _row_chunks(hidden.shape[0], ctx.chunk_size):
+                h = hidden[a:b].to(cdt)
+                # recompute the forward's exact logits (same dtype, same matmul), so softmax = exp(z - lse)
+                # sums to 1 against the saved lse; then turn them into d logits in place
+                logits = h @ w.T
+                grad_logits = _ROWS_BACKWARD[ctx.backend](logits, targets[a:b], lse[a:b], grad_logprob[a:b],
+                                                          ctx.temperature, out=logits)
+                if need_hidden:  # [c, V] @ [V, H]: one matmul, fp32 accumulation inside it
+                    grad_hidden[a:b] = grad_logits @ w
+                if need_weight:  # [V, c] @ [c, H], added to the fp32 sum
+                    if cdt == torch.float32:
+                        grad_weight.addmm_(grad_logits.T, h)
+                    else:
+                        grad_weight += grad_logits.T @ h
+        return grad_hidden, None if grad_weight is None else grad_weight.to(weight.dtype), None, None, None, None, None, None
 
 
 def default_chunk_size(vocab_size, device):
@@ -325,11 +342,26 @@ def default_chunk_size(vocab_size, device):
     return max(1, elements // vocab_size)
 
 
+def fused_compute_dtype(tensor, compute_dtype=None):
+    """The dtype the fused path computes logits in: `compute_dtype` when given, else autocast's
+    dtype when autocast is on for the tensor's device and the tensor is fp32 (fp32 master weights
+    under bf16 autocast), else the tensor's own dtype."""
+    if compute_dtype is not None:
+        return compute_dtype
+    device_type = tensor.device.type
+    if tensor.dtype == torch.float32 and torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return tensor.dtype
+
+
 def fused_linear_token_logprobs(hidden, weight, targets, temperature=1.0, backend="auto",
-                                return_entropy=False, chunk_size=None):
+                                return_entropy=False, chunk_size=None, compute_dtype=None):
     """log softmax(hidden @ weight.T / T)[targets] as float32 [N], never holding [N, V] logits.
 
     chunk_size: tokens per chunk; None picks default_chunk_size(V, device).
+    compute_dtype: dtype of the logits matmuls, forward and backward (fused_compute_dtype: None =
+    autocast's dtype for fp32 inputs under autocast, else the inputs' dtype). Pass torch.float32
+    for fp32 logits under autocast (e.g. both sides of a PPO ratio).
     """
     if hidden.dim() != 2 or weight.dim() != 2 or hidden.shape[1] != weight.shape[1]:
         raise ValueError(f"kernels.fused_linear_token_logprobs: need hidden [N, H] and weight [V, H], got "
@@ -345,5 +377,8 @@ def fused_linear_token_logprobs(hidden, weight, targets, temperature=1.0, backen
         chunk_size = default_chunk_size(V, hidden.device)
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"kernels.fused_linear_token_logprobs: chunk_size must be an int >= 1, got {chunk_size!r}")
+    compute_dtype = fused_compute_dtype(hidden, compute_dtype)
+    if not compute_dtype.is_floating_point:
+        raise TypeError(f"kernels.fused_linear_token_logprobs: compute_dtype must be floating, got {compute_dtype}")
     return _FusedLinearTokenLogprobs.apply(hidden.contiguous(), weight.contiguous(), targets.contiguous(),
-                                           temperature, backend, bool(return_entropy), chunk_size)
+                                           temperature, backend, bool(return_entropy), chunk_size, compute_dtype)

@@ -19,6 +19,12 @@ group of num_attention_heads / num_key_value_heads query heads shares one k/v he
 The compressor uses the same blocks bidirectionally with a token-classification head:
     Qwen3(config, num_labels=2, causal=False)(input_ids) -> [B, T, 2]
 
+Training memory: `model.set_activation_checkpointing(True)` recomputes each block in backward
+(same gradients; memplan.py estimates what it saves). Tokens new to a checkpoint:
+    model.fit_vocab(tok.vocab_size, trained_vocab_size(model_dir, model.config.vocab_size))
+gives every id past the checkpoint's own tokenizer the mean of the trained rows, also when it
+lands in Qwen3's padding rows (151,669 tokens, 151,936 rows), where no resize happens.
+
 KV cache (the sampler builds on it): `make_kv_cache(batch, max_len)` preallocates one
 [B, n_kv_heads, max_len, head_dim] k and v buffer per layer. `model(ids, kv_cache=cache,
 input_pos=pos)` with `pos` a [B] tensor of each row's start position writes the new keys
@@ -35,6 +41,12 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch.utils.checkpoint import checkpoint
+
+from common import atomic_write_json
+from kernels import fused_linear_token_logprobs
 
 try:  # flash-attn is optional: only used when importable and running on CUDA
     from flash_attn import flash_attn_func, flash_attn_with_kvcache
@@ -187,9 +199,20 @@ class Attention(nn.Module):
                 mask = key_padding_mask[:, None, None, :].bool()
                 if causal:
                     mask = mask & torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None,
-                                               enable_gqa=self.n_kv_heads != self.n_heads)
+            y = self._sdpa(q, k, v, mask, causal and mask is None)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
+
+    def _sdpa(self, q, k, v, mask, is_causal):
+        """SDPA with GQA. With a mask and several queries, k/v are first expanded to every query
+        head (repeat_interleave, what enable_gqa means): CUDA's fused kernels turn down
+        enable_gqa with an attn_mask, and the math fallback keeps [B, heads, T, S] fp32 scores
+        for backward in every layer (4 GiB a layer for the compressor's 4 x 4096 tokens). Decode
+        steps (one query, [B, heads, 1, S] scores) keep enable_gqa rather than copy the cache."""
+        rep = self.n_heads // self.n_kv_heads
+        if mask is not None and rep > 1 and q.shape[2] > 1:
+            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
+                                              enable_gqa=k.shape[1] != q.shape[1])
 
     def _attend_cached(self, q, k, v, cache, ctx):
         k_cache, v_cache = cache  # [B, n_kv, S, head_dim] each, preallocated
@@ -202,8 +225,7 @@ class Attention(nn.Module):
                                         cache_seqlens=ctx['seqlens'], causal=True)
             return y.transpose(1, 2)
         # query at absolute position p sees slots 0..p of its own row
-        return F.scaled_dot_product_attention(q, k_cache.to(q.dtype), v_cache.to(q.dtype), attn_mask=ctx['mask'],
-                                              enable_gqa=self.n_kv_heads != self.n_heads)
+        return self._sdpa(q, k_cache.to(q.dtype), v_cache.to(q.dtype), ctx['mask'], False)
 
 
 class MLP(nn.Module):
@@ -226,8 +248,20 @@ class Block(nn.Module):
         self.mlp = MLP(cfg)
 
     def forward(self, x, cos, sin, causal, key_padding_mask=None, cache=None, cache_ctx=None):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, causal, key_padding_mask, cache, cache_ctx)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        h = to_autocast_dtype(self.input_layernorm(x))
+        x = x + self.self_attn(h, cos, sin, causal, key_padding_mask, cache, cache_ctx)
+        return x + self.mlp(to_autocast_dtype(self.post_attention_layernorm(x)))
+
+
+def to_autocast_dtype(x):
+    """x in autocast's dtype when autocast is on (else x). Autocast casts a linear's input at
+    every linear and the graph keeps each cast for backward: q/k/v would save three bf16 copies
+    of the same normed x, gate/up two. One cast up front, shared, saves 4 * 2 * H bytes a token
+    a layer (16 KiB at Qwen3-1.7B shape); the values are the same."""
+    device_type = x.device.type
+    if torch.is_autocast_enabled(device_type):
+        return x.to(torch.get_autocast_dtype(device_type))
+    return x
 
 
 # -----------------------------------------------------------------------------
@@ -242,6 +276,7 @@ class Qwen3(nn.Module):
         if causal is not None:
             config.is_causal = causal
         self.config = config
+        self.activation_checkpointing = False  # see set_activation_checkpointing
         # module names mirror transformers' so state_dict keys are the checkpoint's keys
         self.model = nn.Module()
         self.model.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
@@ -274,9 +309,12 @@ class Qwen3(nn.Module):
         cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta, x.dtype)
         causal = self.config.is_causal
         cache_ctx = None if kv_cache is None else self._cache_context(kv_cache, positions, x)
+        recompute = self.activation_checkpointing and kv_cache is None and torch.is_grad_enabled()
         for i, layer in enumerate(self.model.layers):
-            cache = None if kv_cache is None else kv_cache[i]
-            x = layer(x, cos, sin, causal, attention_mask, cache, cache_ctx)
+            if recompute:  # keep only the block's input; its inside is recomputed in backward
+                x = checkpoint(layer, x, cos, sin, causal, attention_mask, use_reentrant=False)
+            else:
+                x = layer(x, cos, sin, causal, attention_mask, None if kv_cache is None else kv_cache[i], cache_ctx)
         return self.model.norm(x)
 
     def _cache_context(self, kv_cache, positions, x):
@@ -313,13 +351,21 @@ class Qwen3(nn.Module):
             return self.lm_head(h)
         return lm_loss(h, self.lm_head.weight, targets)
 
-    def compile_blocks(self):
+    def compile_blocks(self, backend='inductor'):
         """torch.compile each transformer block in place (dynamic shapes: training batches vary in
         length). In place, so state_dict keys keep their names (no `_orig_mod.` prefix); only the
         blocks, because the chunked CE loss has Python-side checks that would break the graph
-        and recompile at every new shape. The blocks share one compiled graph."""
+        and recompile at every new shape. The blocks share one compiled graph. Works with
+        activation checkpointing (the compiled block is what gets recomputed)."""
         for block in self.model.layers:
-            block.compile(dynamic=True)
+            block.compile(dynamic=True, backend=backend)
+        return self
+
+    def set_activation_checkpointing(self, on=True):
+        """Per-block activation checkpointing of training forwards (grad on, no KV cache): a block
+        keeps only its input (4H bytes a token, not ~118 KiB at Qwen3-1.7B shape, memplan.py) and
+        is recomputed in backward (~+33% step FLOPs). Same gradients. Set before DDP/FSDP."""
+        self.activation_checkpointing = bool(on)
         return self
 
     # ---- KV cache
@@ -369,42 +415,70 @@ class Qwen3(nn.Module):
         attn = 12 * cfg.num_hidden_layers * seq_len * cfg.num_attention_heads * cfg.head_dim
         return 6 * matmul_params + attn
 
-    def resize_token_embeddings(self, new_vocab_size):
-        """Grow (or shrink) the vocabulary for added special tokens. New rows = mean of the old
-        rows (a neutral start, as transformers does with mean_resizing). A tied head stays tied."""
+    def resize_token_embeddings(self, new_vocab_size, n_trained=None):
+        """Grow (or shrink) the vocabulary for added special tokens. New rows = the mean of the
+        trained rows [0, n_trained) (default: every old row), see init_token_rows. A tied head
+        stays tied."""
         old = self.model.embed_tokens.weight
         n_old = old.shape[0]
         if new_vocab_size == n_old:
             return self
+        n = min(n_old, new_vocab_size)
         emb = nn.Embedding(new_vocab_size, old.shape[1], device=old.device, dtype=old.dtype)
         with torch.no_grad():
-            n = min(n_old, new_vocab_size)
             emb.weight[:n] = old[:n]
-            if new_vocab_size > n_old:
-                emb.weight[n_old:] = old.float().mean(0).to(old.dtype)
         self.model.embed_tokens = emb
         if self.config.num_labels is None:
+            head = self.lm_head.weight
+            self.lm_head = nn.Linear(old.shape[1], new_vocab_size, bias=False, device=old.device, dtype=old.dtype)
             if self.config.tie_word_embeddings:
-                self.lm_head = nn.Linear(old.shape[1], new_vocab_size, bias=False, device=old.device, dtype=old.dtype)
                 self.lm_head.weight = emb.weight
             else:
-                head = self.lm_head.weight
-                new_head = nn.Linear(old.shape[1], new_vocab_size, bias=False, device=old.device, dtype=old.dtype)
                 with torch.no_grad():
-                    new_head.weight[:n] = head[:n]
-                    if new_vocab_size > n_old:
-                        new_head.weight[n_old:] = head.float().mean(0).to(head.dtype)
-                self.lm_head = new_head
+                    self.lm_head.weight[:n] = head[:n]
         self.config.vocab_size = new_vocab_size
+        if new_vocab_size > n_old:
+            self.init_token_rows(range(n_old, new_vocab_size), min(n_old, n_trained or n_old))
         return self
+
+    def init_token_rows(self, ids, n_trained):
+        """Rows `ids` of the embedding (and of an untied LM head) become the mean of the trained
+        rows [0, n_trained) not in `ids`: a new token starts as the average token, its logit as
+        the average logit, instead of whatever the checkpoint left in an unused row."""
+        ids = sorted(set(int(i) for i in ids))
+        rows = self.model.embed_tokens.weight.shape[0]
+        if ids and not (0 <= ids[0] and ids[-1] < rows):
+            raise ValueError(f'init_token_rows: ids {ids[0]}..{ids[-1]} outside the {rows} embedding rows')
+        if not 0 < n_trained <= rows:
+            raise ValueError(f'init_token_rows: n_trained={n_trained} must be in 1..{rows} (embedding rows)')
+        keep = torch.ones(n_trained, dtype=torch.bool)
+        keep[[i for i in ids if i < n_trained]] = False
+        weights = [self.model.embed_tokens.weight]
+        if self.config.num_labels is None and not self.config.tie_word_embeddings:
+            weights.append(self.lm_head.weight)
+        with torch.no_grad():
+            for w in weights:
+                w[ids] = w[:n_trained][keep.to(w.device)].float().mean(0).to(w.dtype)
+        return ids
+
+    def fit_vocab(self, tokenizer_vocab_size, n_trained):
+        """Make the model fit a tokenizer of `tokenizer_vocab_size` tokens whose first n_trained
+        ids the checkpoint was trained on (trained_vocab_size); ids past them are new. Grows the
+        embedding when the tokenizer is larger; never shrinks it (Qwen3 pads 151,669 tokens to
+        151,936 rows, and budget tokens appended to its tokenizer land in those padding rows,
+        where no resize would notice them). Every new id gets the mean of the trained rows.
+        Returns the new ids (empty when the checkpoint knows every token)."""
+        rows = self.model.embed_tokens.weight.shape[0]
+        n_trained = min(n_trained, rows)
+        if tokenizer_vocab_size > rows:
+            self.resize_token_embeddings(tokenizer_vocab_size, n_trained)
+        return self.init_token_rows(range(n_trained, tokenizer_vocab_size), n_trained)
 
     # ---- checkpoint I/O (HF format)
 
     def save_pretrained(self, save_dir, max_shard_bytes=5 * 2**30):
         """Write config.json + model.safetensors (sharded with model.safetensors.index.json
         above max_shard_bytes). Each file is written to a temp name and renamed into place."""
-        from safetensors.torch import save_file
-        from common import atomic_write_json
         os.makedirs(save_dir, exist_ok=True)
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         if self.config.num_labels is None and self.config.tie_word_embeddings:
@@ -438,7 +512,6 @@ class Qwen3(nn.Module):
         """Load an HF Qwen3 folder or hub id (single or sharded safetensors). Every expected
         tensor must be present with the right shape. With num_labels (the compressor), a causal
         LM checkpoint loads into the classifier variant and the head starts fresh."""
-        from safetensors import safe_open
         folder = resolve_model_dir(path_or_hub_id)
         config = Qwen3Config.from_json(os.path.join(folder, 'config.json'))
         fresh_head = num_labels is not None and config.num_labels is None
@@ -507,24 +580,35 @@ class Qwen3(nn.Module):
 # helpers
 
 
-def lm_loss(hidden, weight, targets, chunk_tokens=4096):
-    """Mean next-token cross-entropy over targets != -100, through the LM head in token
-    chunks: CE = logsumexp(h W^T) - (h W^T)[target]. Uses kernels.py's fused log-probs when
-    present (never holds full [N, V] logits, backward recomputes per chunk)."""
-    h = hidden.flatten(0, 1)
+def lm_loss(hidden, weight, targets):
+    """Mean next-token cross-entropy over targets != -100 through the LM head:
+    CE = logsumexp(h W^T) - (h W^T)[target], by kernels.py's fused log-probs (token chunks, never
+    the full [N, V] logits; backward recomputes each chunk in the forward's dtype)."""
     t = targets.flatten()
     n_valid = (t != -100).sum().clamp(min=1)
-    try:
-        from kernels import fused_linear_token_logprobs
-    except ImportError:
-        fused_linear_token_logprobs = None
-    if fused_linear_token_logprobs is not None:
-        return -fused_linear_token_logprobs(h, weight, t).sum() / n_valid
-    total = h.new_zeros((), dtype=torch.float32)
-    for i in range(0, h.shape[0], chunk_tokens):
-        logits = (h[i:i + chunk_tokens] @ weight.T).float()
-        total = total + F.cross_entropy(logits, t[i:i + chunk_tokens], ignore_index=-100, reduction='sum')
-    return total / n_valid
+    return -fused_linear_token_logprobs(hidden.flatten(0, 1), weight, t).sum() / n_valid
+
+
+def trained_vocab_size(model_dir, default):
+    """How many token ids the checkpoint in model_dir was trained with: 1 + the largest id of its
+    own tokenizer.json (model vocabulary and added tokens). Embedding rows at or past it never
+    saw a token. `default` (say, the embedding's row count) when the folder has no tokenizer.json."""
+    path = os.path.join(model_dir, 'tokenizer.json')
+    if not os.path.isfile(path):
+        return default
+    with open(path) as f:
+        try:
+            tok = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f'{path}: not valid JSON ({e})') from None
+    vocab = (tok.get('model') or {}).get('vocab')
+    if isinstance(vocab, dict):  # BPE / WordPiece / WordLevel: token -> id
+        top = max(vocab.values(), default=-1)
+    elif isinstance(vocab, list):  # Unigram: [token, score] per id
+        top = len(vocab) - 1
+    else:
+        raise ValueError(f"{path}: no model.vocab (dict or list) to count the tokenizer's ids from")
+    return 1 + max([top] + [int(t['id']) for t in tok.get('added_tokens') or []])
 
 
 def resolve_model_dir(path_or_hub_id):

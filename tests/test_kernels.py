@@ -15,6 +15,7 @@ import sys
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import kernels  # noqa: E402
@@ -207,6 +208,66 @@ def test_fused_linear_grad_only_for_hidden_when_weight_is_frozen():
     (reference_logprobs(hr @ weight.T, targets, 1.0)[0].float() * upstream).sum().backward()
     torch.testing.assert_close(h.grad, hr.grad, atol=1e-5, rtol=1e-4)
     assert weight.grad is None
+
+class MatmulDtypes(TorchDispatchMode):
+    """Records the input dtypes of every matmul that runs while it is active."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.__name__.split(".")[0] in ("mm", "addmm", "addmm_", "matmul", "bmm"):
+            self.seen.append(tuple(a.dtype for a in args if torch.is_tensor(a)))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fused_linear_under_bf16_autocast_backward_runs_in_bf16_and_matches_float64(backend):
+    # fp32 master weights under bf16 autocast: the forward's logits are bf16 matmuls, and the
+    # backward must recompute those same logits (bf16, tensor cores) rather than fp32 ones,
+    # whose softmax would not sum to 1 against the bf16 forward's logsumexp
+    hidden, weight, targets, upstream = fused_inputs(40, 32, ODD_VOCAB, torch.float32, seed=5)
+    h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logprob = kernels.fused_linear_token_logprobs(h, w, targets, 0.8, backend=backend, chunk_size=7)
+    matmuls = MatmulDtypes()
+    with matmuls:
+        (logprob * upstream).sum().backward()
+    assert len(matmuls.seen) == 3 * 6 and all(d == (torch.bfloat16, torch.bfloat16) for d in matmuls.seen)
+    assert h.grad.dtype == torch.float32 and w.grad.dtype == torch.float32
+    # float64 reference on the bf16 logits the forward computed:
+    # d/dz = g (onehot - softmax(z / T)) / T, then d/dh = dz @ W, d/dW = dz^T @ h
+    hb, wb = hidden.bfloat16(), weight.bfloat16()
+    z = (hb @ wb.T).double() / 0.8
+    log_p = torch.log_softmax(z, -1)
+    valid = targets != kernels.IGNORE_INDEX
+    torch.testing.assert_close(logprob.double(), log_p.gather(1, targets.clamp(min=0)[:, None])[:, 0] * valid,
+                               atol=1e-5, rtol=1e-5)
+    dz = -log_p.exp() * (upstream.double() * valid)[:, None]
+    dz[valid.nonzero()[:, 0], targets[valid]] += upstream.double()[valid]
+    dz /= 0.8
+    for got, ref in ((h.grad, dz @ wb.double()), (w.grad, dz.T @ hb.double())):
+        rel = ((got.double() - ref).norm() / ref.norm()).item()
+        assert rel < 5e-3, rel  # bf16 rounding of d logits and of each product (2^-9 ~ 2e-3); fp32 recompute: 1e-2
+
+
+def test_fused_linear_compute_dtype_float32_under_autocast_equals_plain_fp32():
+    hidden, weight, targets, upstream = fused_inputs(9, 16, 300, torch.float32, seed=6)
+    plain = fused_value_and_grads(
+        lambda h, w: kernels.fused_linear_token_logprobs(h, w, targets, backend="torch", chunk_size=4),
+        hidden, weight, targets, upstream)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        forced = fused_value_and_grads(
+            lambda h, w: kernels.fused_linear_token_logprobs(h, w, targets, backend="torch", chunk_size=4,
+                                                             compute_dtype=torch.float32),
+            hidden, weight, targets, upstream)
+    for a, b in zip(plain, forced):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+    assert kernels.fused_compute_dtype(hidden) == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert kernels.fused_compute_dtype(hidden) == torch.bfloat16
+        assert kernels.fused_compute_dtype(hidden.half()) == torch.float16  # only fp32 inputs are autocast
 
 # -----------------------------------------------------------------------------
 # errors and imports

@@ -230,3 +230,149 @@ def test_missing_hub_id_offline_is_clear_error(monkeypatch):
     monkeypatch.setenv('HF_HUB_OFFLINE', '1')
     with pytest.raises(FileNotFoundError, match='no-such-org/no-such-model'):
         Qwen3.from_pretrained('no-such-org/no-such-model')
+
+
+# ---- activation checkpointing
+
+
+def _loss_and_grads(model, x, y, mask=None):
+    """(loss, {name: grad}, bytes the graph saved for backward outside checkpointed regions)."""
+    model.zero_grad(set_to_none=True)
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved = {}
+
+    def pack(t):
+        if t.untyped_storage().data_ptr() not in params:
+            saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = model(x, targets=y, attention_mask=mask)
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}, sum(saved.values())
+
+
+@pytest.mark.parametrize('compile_backend', [None, 'aot_eager'])
+def test_activation_checkpointing_gives_the_same_loss_and_gradients(compile_backend):
+    cfg = Qwen3Config(**CONFIGS['gqa_untied_headdim24'], rope_theta=10000.0, max_position_embeddings=256)
+    x = torch.randint(0, 301, (2, 17))
+    y = torch.randint(0, 301, (2, 17))
+    y[1, :5] = -100
+    ref_loss, ref_grads, ref_saved = _loss_and_grads(Qwen3(cfg).init_weights(seed=8), x, y)
+    model = Qwen3(cfg).init_weights(seed=8).set_activation_checkpointing(True)
+    if compile_backend:  # compile_blocks' compiled block is what checkpointing recomputes
+        model.compile_blocks(backend=compile_backend)
+    loss, grads, saved = _loss_and_grads(model, x, y)
+    assert saved < ref_saved / 3  # the blocks' insides are no longer saved: checkpointing is on
+    torch.testing.assert_close(loss, ref_loss, atol=1e-6, rtol=1e-6)
+    for name, g in ref_grads.items():
+        torch.testing.assert_close(grads[name], g, atol=1e-6, rtol=1e-5, msg=name)
+    model.eval()  # a no-grad forward (eval, CHRPO's old log-probs) runs plainly and matches
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), Qwen3(cfg).init_weights(seed=8)(x), atol=1e-5, rtol=1e-5)
+
+
+def test_activation_checkpointing_with_padding_mask_bidirectional():
+    cfg = Qwen3Config(**CONFIGS['gqa4_tied'], rope_theta=10000.0, max_position_embeddings=256)
+    x = torch.randint(0, 257, (2, 11))
+    mask = torch.ones(2, 11, dtype=torch.long)
+    mask[0, 7:] = 0
+    y = torch.randint(0, 2, (2, 11))
+    ref = _loss_and_grads(Qwen3(cfg, num_labels=2, causal=False).init_weights(seed=9), x, y, mask)
+    got = _loss_and_grads(Qwen3(cfg, num_labels=2, causal=False).init_weights(seed=9)
+                          .set_activation_checkpointing(True), x, y, mask)
+    torch.testing.assert_close(got[0], ref[0], atol=1e-6, rtol=1e-6)
+    assert got[2] < ref[2] / 3
+    for name, g in ref[1].items():
+        torch.testing.assert_close(got[1][name], g, atol=1e-6, rtol=1e-5, msg=name)
+
+
+# ---- masked GQA attention: k/v expanded so CUDA's fused kernels are eligible
+
+
+def test_masked_gqa_expands_kv_and_equals_enable_gqa(monkeypatch):
+    cfg = Qwen3Config(**CONFIGS['gqa4_tied'], rope_theta=10000.0, max_position_embeddings=256)
+    attn = Qwen3(cfg).init_weights(seed=10).model.layers[0].self_attn
+    B, T = 2, 9
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(B, 8, T, 16, generator=gen)
+    k, v = torch.randn(B, 2, T, 16, generator=gen), torch.randn(B, 2, T, 16, generator=gen)
+    mask = torch.ones(B, 1, 1, T, dtype=torch.bool)
+    mask[1, ..., 6:] = False
+    calls = []
+    real_sdpa = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(torch.nn.functional, 'scaled_dot_product_attention',
+                        lambda q, k, v, **kw: calls.append((k.shape[1], kw['enable_gqa'])) or real_sdpa(q, k, v, **kw))
+    got = attn._sdpa(q, k, v, mask, False)
+    ref = real_sdpa(q, k, v, attn_mask=mask, enable_gqa=True)  # the path it replaces
+    torch.testing.assert_close(got, ref, atol=1e-6, rtol=1e-5)
+    assert calls == [(8, False)]  # all 8 query heads' k/v, no enable_gqa: fused kernels eligible
+    attn._sdpa(q, k, v, None, True)  # no mask: flash takes GQA natively, nothing copied
+    attn._sdpa(q[:, :, :1], k, v, mask, False)  # a decode step keeps enable_gqa (no cache copy)
+    assert calls[1:] == [(2, True), (2, True)]
+    # and end to end: the padded bidirectional classifier equals its unpadded rows
+    clf = Qwen3(Qwen3Config(**CONFIGS['gqa4_tied'], rope_theta=10000.0, max_position_embeddings=256),
+                num_labels=2, causal=False).init_weights(seed=11).eval()
+    x = torch.randint(0, 257, (1, 6))
+    padded = torch.cat([x, torch.zeros(1, 3, dtype=torch.long)], 1)
+    with torch.no_grad():
+        assert (clf(padded, attention_mask=torch.tensor([[1] * 6 + [0] * 3]))[:, :6] - clf(x)).abs().max() < 1e-5
+
+
+# ---- token rows new to a checkpoint (budget tokens in Qwen3's padding rows)
+
+
+def _save_with_tokenizer(model, path, n_tokens):
+    """A checkpoint whose own tokenizer.json knows ids 0..n_tokens-1 (the last two as added tokens)."""
+    import tokenizers
+    model.save_pretrained(path)
+    vocab = {f'w{i}': i for i in range(n_tokens - 2)}
+    tk = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token='w0'))
+    tk.add_special_tokens(['<|a|>', '<|b|>'])
+    tk.save(os.path.join(path, 'tokenizer.json'))
+    return str(path)
+
+
+@pytest.mark.parametrize('tied', [True, False])
+def test_budget_tokens_in_padding_rows_start_at_the_mean_of_trained_rows(tmp_path, tied):
+    from model import trained_vocab_size
+    cfg = Qwen3Config(**{**CONFIGS['gqa4_tied'], 'vocab_size': 64, 'tie_word_embeddings': tied},
+                      rope_theta=10000.0, max_position_embeddings=256)
+    # 50 tokens trained, 14 padding rows, like Qwen3's 151,669 tokens in 151,936 rows
+    path = _save_with_tokenizer(Qwen3(cfg).init_weights(seed=12), tmp_path, 50)
+    model = Qwen3.from_pretrained(path)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    n_trained = trained_vocab_size(path, default=64)
+    assert n_trained == 50
+    new = model.fit_vocab(56, n_trained)  # the tokenizer plus six budget tokens: 50..55, inside the 64 rows
+    assert new == list(range(50, 56)) and model.config.vocab_size == 64  # no resize happened
+    heads = [('model.embed_tokens.weight', model.model.embed_tokens.weight)]
+    if not tied:
+        heads.append(('lm_head.weight', model.lm_head.weight))
+    for name, w in heads:
+        mean = before[name][:50].mean(0)
+        torch.testing.assert_close(w[50:56], mean.expand(6, -1), atol=1e-6, rtol=1e-6)
+        assert torch.equal(w[:50], before[name][:50])  # trained rows untouched
+        assert torch.equal(w[56:], before[name][56:])  # padding rows no token uses: left alone
+    for name, p in model.named_parameters():
+        if name not in dict(heads):
+            assert torch.equal(p, before[name]), name
+    assert model.fit_vocab(56, 56) == []  # a checkpoint that knows the tokens (our SFT output): nothing new
+
+
+def test_fit_vocab_resizes_when_the_tokenizer_outgrows_the_rows(tmp_path):
+    from model import trained_vocab_size
+    cfg = Qwen3Config(**{**CONFIGS['gqa_untied_headdim24'], 'vocab_size': 40}, rope_theta=10000.0,
+                      max_position_embeddings=256)
+    path = _save_with_tokenizer(Qwen3(cfg).init_weights(seed=13), tmp_path, 36)
+    model = Qwen3.from_pretrained(path)
+    old = model.lm_head.weight.detach().clone()
+    new = model.fit_vocab(46, trained_vocab_size(path, default=40))
+    assert new == list(range(36, 46)) and model.config.vocab_size == 46
+    assert model.model.embed_tokens.weight.shape == (46, 64) and model.lm_head.weight.shape == (46, 64)
+    torch.testing.assert_close(model.lm_head.weight[36:], old[:36].mean(0).expand(10, -1), atol=1e-6, rtol=1e-6)
+    assert torch.equal(model.lm_head.weight[:36], old[:36])
+    assert trained_vocab_size(str(tmp_path / 'nowhere'), default=7) == 7  # no tokenizer.json: the default
+    (tmp_path / 'tokenizer.json').write_text('{"model": ')
+    with pytest.raises(ValueError, match='tokenizer.json'):
+        trained_vocab_size(str(tmp_path), default=7)
