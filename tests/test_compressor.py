@@ -13,6 +13,7 @@ import build_sft_data as bs
 import compressor as cp
 import train_compressor as tc
 from annotate import load_annotated
+from configurator import config_keys
 from data import answer_text, render_completion
 from tokenizer import load_tokenizer, train_tokenizer
 
@@ -62,7 +63,7 @@ def train_tiny(monkeypatch, tmp_path, tok_dir, **kw):
                intermediate_size=128, max_len=96, batch_size=16, max_iters=40, learning_rate=3e-3,
                eval_interval=20, patience=5, device_type='cpu', max_train_records=0, max_val_records=0)
     for k, v in dict(cfg, **kw).items():
-        assert k in tc.CONFIG_KEYS, k
+        assert k in config_keys(vars(tc)), k
         monkeypatch.setattr(tc, k, v)
     return tc.main()
 
@@ -72,8 +73,8 @@ def random_model(tok, seed=0):
                           max_len=256).eval()
 
 
-BUILD_KW = {k: getattr(bs, k) for k in ('compress_ratios', 'bucket_tol', 'min_cot_tokens', 'max_ngram_repeats',
-                                        'compress_batch_size', 'seed', 'replay_fraction', 'warmup_fraction',
+BUILD_KW = {k: getattr(bs, k) for k in ('compress_ratios', 'bucket_tol', 'min_cot_tokens', 'compress_batch_size',
+                                        'seed', 'replay_fraction', 'warmup_fraction',
                                         'warmup_mix')}  # build_sft_data.py's defaults
 
 
