@@ -61,9 +61,8 @@ import torch
 
 import sampler
 from benchmarks import load_benchmark
-from common import (append_jsonl, atomic_write_json, atomic_write_text, barrier, cleanup_dist,
-                    drop_torn_tail, find_checkpoint, is_hub_id, is_main, print0, read_jsonl, read_jsonl_tolerant,
-                    setup_dist, write_jsonl)
+from common import (append_jsonl, atomic_write_json, atomic_write_text, barrier, cleanup_dist, find_checkpoint,
+                    is_hub_id, is_main, print0, read_jsonl, read_jsonl_tolerant, setup_dist, write_jsonl)
 from data import FIXED_MODES, budget_name, mode_name, parse_response, render_prompt
 from grading import extract_answer, find_boxed, is_equiv
 from model import Qwen3
@@ -75,8 +74,8 @@ from tokenizer import load_tokenizer
 out_dir = 'out/eval'  # per-sample jsonl, summary.json, report.md, plot
 models = {'base': 'out/base/ckpt', 'sft': 'out/sft/ckpt', 'chrpo': 'out/chrpo/ckpt'}  # name -> checkpoint
 model_modes = {'base': ['base'],  # name -> modes to evaluate ('base'/'none', '0.2'..'1.0', 'auto')
-               'sft': ['base', '0.2', '0.4', '0.6', '0.8', '1.0', 'auto'],
-               'chrpo': ['auto', '0.2', '0.4', '0.6', '0.8', '1.0']}
+               'sft': ['base'] + FIXED_MODES + ['auto'],
+               'chrpo': ['auto'] + FIXED_MODES}
 optional_models = []  # names whose missing checkpoint is skipped with a message (others: error)
 tokenizer_path = ''  # '' = the tokenizer saved in each checkpoint folder
 benchmarks = ['synthetic']  # 'synthetic', 'gsm8k', 'math500', 'amc23', a local jsonl, or a hub id
@@ -195,9 +194,9 @@ def sample_and_grade(model, tok, items, mode, n=1, temperature=0.7, top_p=0.9, t
 def finished_questions(path, rows_per_item, key=None):
     """Resume state of a cache file: {question id: its rows} for the questions that have all
     rows_per_item rows of run `key` (key None: every row counts; else rows carry 'run_key').
-    A line torn by a kill is cut off; a torn chunk (a question with fewer rows) is dropped and
-    the file rewritten clean; a file with no row of this run is removed."""
-    drop_torn_tail(path)  # a line torn by a kill: the next append must not glue onto it
+    A line torn by a kill is not read (and the next append_jsonl cuts it off); a torn chunk (a
+    question with fewer rows) is dropped and the file rewritten clean; a file with no row of
+    this run is removed."""
     prior = [r for r in read_jsonl_tolerant(path) if key is None or r.get('run_key') == key]
     finished = {}
     for r in prior:

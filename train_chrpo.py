@@ -162,8 +162,8 @@ def compute_teacher_budgets(model, tok, items, path, rank, world, *, teacher_sam
         for b in BUDGETS:
             per_budget[b] = sample_and_grade(model, tok, mine, mode_name(b), n=teacher_samples,
                                              temperature=teacher_temperature, top_p=teacher_top_p,
-                                             max_new_tokens=max_new_tokens, seed=seed + 7919 * (chunk[0] + 1) + rank + int(b * 10),
-                                             batch_size=batch_size)
+                                             max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                             seed=seed + 7919 * (chunk[0] + 1) + rank + int(b * 10))
         rows = []
         for qi, item in enumerate(mine):
             by_b = {b: per_budget[b][qi * teacher_samples:(qi + 1) * teacher_samples] for b in BUDGETS}
