@@ -16,12 +16,11 @@ The rules aim at what the paper's annotator marks: sentences that carry math (nu
 relation symbols, LaTeX) or a conclusion, minus leading narration; they drop hedges,
 narration, re-checks and restatements. A math span is never cut.
 """
-import json
 import os
 import re
 import sys
 
-from common import print0, write_jsonl
+from common import iter_jsonl, print0, write_jsonl
 
 
 # -----------------------------------------------------------------------------
@@ -44,26 +43,14 @@ def check_annotated(rec, where):
         prev = span[1]
 
 
-def _jsonl_with_lines(path):
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    yield lineno, json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f'{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})') from None
-
-
 def load_annotated(path, limit=0):
     """Records of a jsonl corpus, each with checked keep spans; a record without 'keep_spans'
     gets them from annotate_cot. Errors name file:line and the key."""
     if not os.path.exists(path):
         raise FileNotFoundError(f'{path}: annotated corpus not found (run `python corpus.py`)')
     records, n_annotated = [], 0
-    for lineno, rec in _jsonl_with_lines(path):
+    for lineno, rec in iter_jsonl(path):
         where = f'{path}:{lineno}'
-        if not isinstance(rec, dict):
-            raise ValueError(f'{where}: expected a JSON object')
         if 'keep_spans' not in rec and isinstance(rec.get('cot'), str):
             rec = dict(rec, keep_spans=annotate_cot(rec['cot']))
             n_annotated += 1

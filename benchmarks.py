@@ -14,6 +14,7 @@ import json
 import os
 import re
 
+from common import is_hub_id, iter_jsonl
 from data import DEFAULT_DATA_DIR
 from grading import find_boxed
 
@@ -100,16 +101,7 @@ def _read_records(path):
         if not isinstance(data, list):
             raise ValueError(f"{path}: expected a list of records or {{'data': [...]}}")
         return [(f"{path}[{i}]", r) for i, r in enumerate(data)]
-    out, lineno = [], 0
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                out.append((f"{path}:{lineno}", json.loads(line)))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
-    return out
+    return [(f"{path}:{lineno}", r) for lineno, r in iter_jsonl(path)]
 
 
 def load_benchmark(name_or_path, split='test', data_dir=DEFAULT_DATA_DIR):
@@ -122,7 +114,7 @@ def load_benchmark(name_or_path, split='test', data_dir=DEFAULT_DATA_DIR):
             raise FileNotFoundError(f"{paths[0]} not found: run `python corpus.py` first")
     elif os.path.isfile(name_or_path):
         paths = [name_or_path]
-    elif name_or_path in HUB_DATASETS or name_or_path.count('/') == 1:
+    elif name_or_path in HUB_DATASETS or is_hub_id(name_or_path):
         repo_id, sub, default_split = HUB_DATASETS.get(name_or_path, (name_or_path, None, split))
         paths = _hub_files(repo_id, split if name_or_path not in HUB_DATASETS else (split or default_split))
         if sub:

@@ -12,8 +12,8 @@ The mixed-ratio set (the Extra-CoT paper, Stage 2): the base model answers the S
 each own CoT is compressed at compress_ratios (0.1..0.9) and re-bucketed by realized ratio to
 the nearest of {0.2,0.4,0.6,0.8} within +-bucket_tol (the closest compression wins a bucket);
 the original forms 1.0 (half the questions get mode '1.0', half 'none', as in the paper); only
-questions present in every bucket survive; degenerate CoTs (too few tokens, a repeated n-gram
-loop) are dropped and counted.
+questions present in every bucket survive; degenerate CoTs (too few tokens, or a loop as
+rewards.is_degenerate defines it for CHRPO's rollouts) are dropped and counted.
 
 The POLICY warm-up set (teacher_path set: the teacher budgets train_chrpo.py --stage=teacher
 wrote): mode 'auto' items answered with chosen = g* (all-fail questions: '1.0') and the CoT
@@ -21,20 +21,20 @@ compressed at g*, warmup_fraction of the fixed-mode records in number, mixed as 
 (0.2:18% 0.4:24% 0.6:26% 0.8:22% 1.0:10%; warmup_mix='paper') or as the labels come
 ('natural'), beside replay_fraction of the fixed-mode records.
 
-The base model's graded answers are cached per question (samples_cache_path), so the warm-up
-build only samples the teacher's questions that the first build did not see. Output is
-written atomically.
+The base model's graded answers are cached per question (samples_cache_path, the resumable
+cache of evaluate.sample_in_chunks), so the warm-up build only samples the teacher's questions
+that the first build did not see. Output is written atomically.
 """
 import os
 import random
 import time
 
-import evaluate
-from common import (append_jsonl, barrier, cleanup_dist, is_main, print0, read_jsonl, read_jsonl_tolerant,
-                    setup_dist, write_jsonl)
+from common import barrier, cleanup_dist, is_hub_id, is_main, print0, read_jsonl, setup_dist, write_jsonl
 from compressor import compress_batch, load_compressor
-from data import answer_text, mode_name, render_completion
+from data import BUDGETS, answer_text, budget_name, mode_name, parse_response, render_completion
+from evaluate import finished_questions, sample_and_grade, sample_in_chunks
 from model import Qwen3
+from rewards import is_degenerate
 from tokenizer import load_tokenizer
 
 # -----------------------------------------------------------------------------
@@ -49,11 +49,11 @@ n_samples = 1                       # samples per question (the first correct on
 temperature = 0.7                   # sampling temperature for the own CoTs
 top_p = 0.9                         # nucleus sampling
 max_new_tokens = 512                # generation cap (truncated outputs are wrong)
-seed = 1234                         # sampling seed, and the seed of every shuffle here
+seed = 1234                         # sampling seed (a chunk's: seed + index of its first question), and every shuffle's
+chunk_items = 0                     # questions sampled and cached at a time (0 = all at once; a kill loses the chunk)
 compress_ratios = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]  # ratios each CoT is compressed at
 bucket_tol = 0.05                   # realized ratio must be within this of a bucket
-min_cot_tokens = 4                  # fewer reasoning tokens than this = degenerate
-max_ngram_repeats = 6               # a 4-gram seen more often than this = degenerate loop
+min_cot_tokens = 4                  # fewer reasoning tokens than this = degenerate (too short)
 compress_batch_size = 16            # CoTs per forward pass when compressing
 fallback_gold_cots = False          # smoke runs only: corpus CoTs stand in for questions the base model missed
 device_type = 'auto'                # 'auto', 'cpu' or 'cuda'
@@ -63,35 +63,22 @@ warmup_fraction = 0.2               # POLICY warm-up items, as a share of the fi
 warmup_mix = 'paper'                # 'paper': cap each budget at the paper's warm-up share; 'natural': the label distribution
 replay_fraction = 1.0               # with teacher budgets: share of the fixed-mode records kept beside the warm-up items
 
-BUCKETS = [0.2, 0.4, 0.6, 0.8]      # re-bucketing targets (1.0 = the original)
+BUCKETS = BUDGETS[:-1]              # re-bucketing targets 0.2..0.8 (1.0 = the original)
 POLICY_MIX = {'0.2': 0.18, '0.4': 0.24, '0.6': 0.26, '0.8': 0.22, '1.0': 0.10}  # the paper's warm-up mix
 
 
 # -----------------------------------------------------------------------------
 # own CoTs, re-bucketing
 
-def is_degenerate(rtok, text, min_tokens, max_repeats, n=4):
-    """Too short, or some n-gram of reasoning tokens repeated more than max_repeats times."""
+def degenerate_cot(rtok, text, min_tokens):
+    """Too short (fewer than min_tokens reasoning tokens), or a loop by rewards.is_degenerate:
+    the definition CHRPO's integrity check applies to rollouts, so SFT never trains on a CoT
+    that RL would call invalid. (It replaced a count rule here, "some 4-gram seen more than 6
+    times", which grows with length: a long correct CoT repeats its phrasing once per step,
+    "... more apples, so 12 + 7 = 19", without being a loop. is_degenerate asks what a loop
+    is: text that is mostly a copy of itself, or a tail that repeats one block.)"""
     ids = rtok.encode(text)
-    if len(ids) < min_tokens:
-        return True
-    counts = {}
-    for i in range(len(ids) - n + 1):
-        g = tuple(ids[i:i + n])
-        counts[g] = counts.get(g, 0) + 1
-    return max(counts.values(), default=0) > max_repeats
-
-
-def own_cot(sample, rtok):
-    """The text strictly between <think> and </think> of a graded sample, stripped, or None."""
-    ids = list(sample['tokens'])
-    if rtok.think_start_id not in ids:
-        return None
-    s = ids.index(rtok.think_start_id)
-    if rtok.think_end_id not in ids[s + 1:]:
-        return None
-    e = ids.index(rtok.think_end_id, s + 1)
-    return rtok.decode(ids[s + 1:e], skip_special_tokens=True).strip()
+    return len(ids) < min_tokens or is_degenerate(ids)
 
 
 def rebucket(rows, tol):
@@ -105,17 +92,17 @@ def rebucket(rows, tol):
     return best
 
 
-def usable_cots(samples, rtok, min_cot_tokens, max_ngram_repeats, stats):
+def usable_cots(samples, rtok, min_cot_tokens, stats):
     """id -> (question, gold, cot, difficulty): each question's first correct, closed, non-degenerate CoT."""
     cots = {}
     for s in samples:
         if not s.get('correct') or s['id'] in cots:
             continue
         stats['correct'] += 1
-        cot = own_cot(s, rtok)
+        cot = parse_response(rtok, s['tokens'])['think_text']  # the sample's own CoT (None: think not closed)
         if not cot:
             continue
-        if is_degenerate(rtok, cot, min_cot_tokens, max_ngram_repeats):
+        if degenerate_cot(rtok, cot, min_cot_tokens):
             stats['degenerate'] += 1
             continue
         cots[s['id']] = (s['question'], s['gold'], cot, s.get('difficulty'))
@@ -125,14 +112,14 @@ def usable_cots(samples, rtok, min_cot_tokens, max_ngram_repeats, stats):
 # -----------------------------------------------------------------------------
 # records
 
-def fixed_mode_records(cots, comp, rtok, bucket_tol, min_cot_tokens, max_ngram_repeats, rng, stats):
+def fixed_mode_records(cots, comp, rtok, bucket_tol, min_cot_tokens, rng, stats):
     """Per question present in every bucket: one record per bucket 0.2..0.8 and the original
     (ratio 1.0), which carries <COMP_100> for half the questions and no budget token for the
     other half (the paper's split)."""
     records, full_ids = [], []
     for qid in cots:
         q, gold, cot, _ = cots[qid]
-        ok = [r for r in comp[qid] if not is_degenerate(rtok, r['text'], min_cot_tokens, max_ngram_repeats)]
+        ok = [r for r in comp[qid] if not degenerate_cot(rtok, r['text'], min_cot_tokens)]
         stats['degenerate'] += len(comp[qid]) - len(ok)
         buckets = rebucket(ok, bucket_tol)
         if len(buckets) < len(BUCKETS):
@@ -158,7 +145,7 @@ def policy_warmup_records(cots, comp, teacher, n_fixed, rng, warmup_fraction, wa
     for t in teacher:
         if t['id'] not in cots:
             continue
-        chosen = '1.0' if t.get('g_star') is None else mode_name(t['g_star'])
+        chosen = budget_name(t.get('g_star')) or '1.0'  # all-fail questions (g* None) warm up at 1.0
         q, gold, cot, _ = cots[t['id']]
         if chosen == '1.0':
             text, rr = cot, 1.0
@@ -180,16 +167,16 @@ def policy_warmup_records(cots, comp, teacher, n_fixed, rng, warmup_fraction, wa
 
 
 def build_sft_records(model, tok, samples, rtok, teacher, *, compress_ratios, bucket_tol, min_cot_tokens,
-                      max_ngram_repeats, compress_batch_size, seed, replay_fraction, warmup_fraction, warmup_mix):
+                      compress_batch_size, seed, replay_fraction, warmup_fraction, warmup_mix):
     """SFT records from graded samples (evaluate.sample_and_grade rows): the fixed-mode records,
     plus POLICY warm-up items when teacher budget rows are given. Returns (records, stats)."""
     stats = {'samples': len(samples), 'correct': 0, 'degenerate': 0, 'missing_bucket': 0, 'questions': 0}
-    cots = usable_cots(samples, rtok, min_cot_tokens, max_ngram_repeats, stats)
+    cots = usable_cots(samples, rtok, min_cot_tokens, stats)
     ids = list(cots)
     comp = dict(zip(ids, compress_batch(model, tok, [(cots[i][0], cots[i][2]) for i in ids], compress_ratios, rtok,
                                         batch_size=compress_batch_size)))
     rng = random.Random(seed)
-    records = fixed_mode_records(cots, comp, rtok, bucket_tol, min_cot_tokens, max_ngram_repeats, rng, stats)
+    records = fixed_mode_records(cots, comp, rtok, bucket_tol, min_cot_tokens, rng, stats)
     if teacher:
         if replay_fraction < 1.0:  # a warm-up round keeps only this share of the fixed-mode records
             rng.shuffle(records)
@@ -216,24 +203,25 @@ def print_bucket_table(records):
 # the base model's answers
 
 def sample_base_answers(base, rtok, items, cache_path, base_ckpt, n_samples, temperature, top_p, max_new_tokens,
-                        seed):
-    """Graded samples of the base model for every item, in item order: cached rows (same
-    base_ckpt) are reused, the rest are sampled and appended to the cache."""
-    cached = {}
-    for r in read_jsonl_tolerant(cache_path):
-        if r.get('base_ckpt') == os.path.abspath(base_ckpt):
-            cached.setdefault(r['id'], []).append(r)
-    todo = [it for it in items if it['id'] not in cached]
-    print0(f'build: {len(items) - len(todo)} questions answered before (cache), {len(todo)} to sample')
-    new = evaluate.sample_and_grade(base, rtok, todo, mode='none', n=n_samples, temperature=temperature, top_p=top_p,
-                                    max_new_tokens=max_new_tokens, seed=seed)
+                        seed, chunk_items):
+    """Graded samples of the base model for every item, in item order: the questions cached
+    under this base_ckpt are reused, the rest sampled chunk_items at a time and appended to
+    the cache (evaluate.sample_in_chunks)."""
+    key = os.path.abspath(base_ckpt)  # the cache's run key: answers of another base model are not reused
     os.makedirs(os.path.dirname(cache_path) or '.', exist_ok=True)
-    for s in new:
-        row = {k: s[k] for k in ('id', 'question', 'gold', 'difficulty', 'correct', 'tokens')}
-        row['base_ckpt'] = os.path.abspath(base_ckpt)
-        append_jsonl(cache_path, row)
-        cached.setdefault(s['id'], []).append(row)
-    return [r for it in items for r in cached[it['id']]]
+    cached = finished_questions(cache_path, n_samples, key)
+    todo = [i for i, it in enumerate(items) if str(it['id']) not in cached]
+    print0(f'build: {len(items) - len(todo)} questions answered before (cache), {len(todo)} to sample')
+
+    def sample_chunk(chunk):
+        rows = sample_and_grade(base, rtok, [items[i] for i in chunk], mode='none', n=n_samples,
+                                temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                                seed=seed + chunk[0])
+        return [dict({k: s[k] for k in ('id', 'question', 'gold', 'difficulty', 'correct', 'tokens')}, run_key=key)
+                for s in rows]
+    for r in sample_in_chunks(todo, chunk_items, sample_chunk, cache_path, 'build: base model answers'):
+        cached.setdefault(str(r['id']), []).append(r)
+    return [r for it in items for r in cached[str(it['id'])]]
 
 
 def gold_cot_samples(items, samples, rtok):
@@ -252,10 +240,10 @@ def main():
     t0 = time.time()
     _, _, _, device = setup_dist(device_type)
     if is_main():  # one process builds; the others wait
-        for path, what in ((compressor_ckpt, 'compressor checkpoint'), (base_ckpt, 'base model checkpoint'),
-                           (pool_path, 'SFT question pool'), (teacher_path, 'teacher budgets (teacher_path)')):
-            hub_id = path.count('/') == 1 and not path.startswith(('.', '/', 'out/'))
-            if path and not hub_id and not os.path.exists(path):
+        for path, what, hub_ok in ((compressor_ckpt, 'compressor checkpoint', True),
+                                   (base_ckpt, 'base model checkpoint', True), (pool_path, 'SFT question pool', False),
+                                   (teacher_path, 'teacher budgets (teacher_path)', False)):
+            if path and not os.path.exists(path) and not (hub_ok and is_hub_id(path)):
                 raise FileNotFoundError(f'{path}: {what} not found')
         model, tok = load_compressor(compressor_ckpt, device)
         base = Qwen3.from_pretrained(base_ckpt, device=device)
@@ -270,14 +258,14 @@ def main():
                       for t in teacher if t['id'] not in known]
         print0(f"build: {'POLICY warm-up items from ' + teacher_path if teacher_path else 'mixed-ratio set only'}")
         samples = sample_base_answers(base, rtok, items, samples_cache_path, base_ckpt, n_samples, temperature,
-                                      top_p, max_new_tokens, seed)
+                                      top_p, max_new_tokens, seed, chunk_items)
         if fallback_gold_cots:
             samples += gold_cot_samples(items, samples, rtok)
         t1 = time.time()
         del base
         records, stats = build_sft_records(
             model, tok, samples, rtok, teacher, compress_ratios=compress_ratios, bucket_tol=bucket_tol,
-            min_cot_tokens=min_cot_tokens, max_ngram_repeats=max_ngram_repeats, compress_batch_size=compress_batch_size,
+            min_cot_tokens=min_cot_tokens, compress_batch_size=compress_batch_size,
             seed=seed, replay_fraction=replay_fraction, warmup_fraction=warmup_fraction, warmup_mix=warmup_mix)
         if not records:
             raise SystemExit(f"build: no usable records ({stats}); the base model at {base_ckpt} answered "

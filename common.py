@@ -1,10 +1,11 @@
 """
 Small shared helpers for the training and evaluation scripts: distributed setup under
-torchrun (setup_dist, print0, all_reduce_sum, barrier), seeding and RNG state, atomic file
-writes, jsonl files (read and write; append-and-flush for logs and caches, with a reader
-that drops a torn last line), and the checkpoint folder: an HF-format model folder with the
-training state beside the weights (save_checkpoint, find_checkpoint, load_train_state).
-The weights themselves are loaded by model.py's Qwen3.from_pretrained(folder).
+torchrun (setup_dist, print0, all_reduce_sum, barrier), seeding, RNG state and the seeded
+per-epoch permutation, atomic file writes, jsonl files (a strict reader naming file:line,
+and for files appended to by killable processes an append-and-flush writer with a reader
+that drops a torn last line), the hub-id test, and the checkpoint folder: an HF-format
+model folder with the training state beside the weights (save_checkpoint, find_checkpoint,
+load_train_state). The weights themselves are loaded by model.py's Qwen3.from_pretrained(folder).
 
 Not run directly. A training script does:
 
@@ -74,10 +75,22 @@ def cleanup_dist():
         dist.destroy_process_group()
 
 
+# -----------------------------------------------------------------------------
+# seeding
+
+
 def seed_everything(seed):
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def epoch_permutation(n, seed, epoch):
+    """The order of epoch `epoch` of n examples: a permutation that is a pure function of
+    (seed, epoch), drawn from its own generator (never the global RNG), so a run resumed at
+    any step replays exactly the order an uninterrupted run would have seen."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g).tolist()
 
 
 # -----------------------------------------------------------------------------
@@ -123,22 +136,35 @@ def atomic_torch_save(obj, path):
         raise
 
 
+# -----------------------------------------------------------------------------
+# jsonl files: one JSON object a line. read_jsonl / iter_jsonl for files that are written
+# whole (any bad line is an error naming file:line); append_jsonl + read_jsonl_tolerant for
+# logs and caches that a killed process may leave with a torn last line.
+
+
+def _json_object(line, path, lineno):
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ValueError(f'{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})') from None
+    if not isinstance(row, dict):
+        raise ValueError(f'{path}:{lineno}: expected a JSON object, got {type(row).__name__}')
+    return row
+
+
+def iter_jsonl(path):
+    """(line number, record) for each non-blank line of a jsonl file; a bad line raises
+    ValueError naming file:line and what is wrong."""
+    with open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            if line.strip():
+                yield lineno, _json_object(line, path, lineno)
+
+
 def read_jsonl(path):
     """Records of a jsonl file (blank lines skipped); a bad line raises ValueError naming
     file:line and what is wrong."""
-    rows = []
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f'{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})') from None
-            if not isinstance(row, dict):
-                raise ValueError(f'{path}:{lineno}: expected a JSON object, got {type(row).__name__}')
-            rows.append(row)
-    return rows
+    return [row for _, row in iter_jsonl(path)]
 
 
 def write_jsonl(path, rows):
@@ -161,32 +187,26 @@ def drop_torn_tail(path):
         f.truncate(f.read().rfind(b'\n') + 1)
 
 
-def append_jsonl(path, row):
-    """Append one line and flush: a killed process loses at most the line being written;
-    readers (read_jsonl_tolerant) drop a torn last line, and the next append cuts it off."""
+def append_jsonl(path, *rows):
+    """Append rows (one line each) in one write and flush: a killed process loses at most the
+    lines being written; readers (read_jsonl_tolerant) drop a torn last line, and the next
+    append cuts it off."""
     drop_torn_tail(path)
     with open(path, 'a') as f:
-        f.write(json.dumps(row) + '\n')
+        f.write(''.join(json.dumps(row) + '\n' for row in rows))
         f.flush()
 
 
 def read_jsonl_tolerant(path):
-    """Like read_jsonl, but a torn final line (a process killed mid-append) is dropped."""
+    """read_jsonl for a file appended to by append_jsonl: a missing file has no records, and a
+    torn last line (one without its newline, as drop_torn_tail defines it: a kill mid-append)
+    is dropped whatever it holds. Any other bad line is still an error naming file:line."""
     if not os.path.exists(path):
         return []
     with open(path) as f:
         lines = f.read().split('\n')
-    rows = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i >= len(lines) - 2:  # only the last line may be torn
-                break
-            raise ValueError(f'{path}:{i + 1}: invalid JSON') from None
-    return rows
+    lines.pop()  # '' after the final newline, or the torn last line
+    return [_json_object(line, path, lineno) for lineno, line in enumerate(lines, 1) if line.strip()]
 
 
 # -----------------------------------------------------------------------------
@@ -195,6 +215,14 @@ def read_jsonl_tolerant(path):
 # beside the weights. It is written as {out_dir}/ckpt.tmp and swapped in with renames:
 #   ckpt -> ckpt.old, ckpt.tmp -> ckpt, rm ckpt.old
 # A kill between the two renames leaves ckpt.old, which find_checkpoint falls back to.
+
+
+def is_hub_id(name):
+    """True when `name` names a Hugging Face hub repository ('Qwen/Qwen3-1.7B', 'openai/gsm8k')
+    rather than a local path: 'owner/name' with exactly one '/', not starting with '.' or '/',
+    and nothing at that path on disk (a local file or folder always wins)."""
+    return (isinstance(name, str) and name.count('/') == 1 and not name.startswith(('.', '/'))
+            and not name.endswith('/') and not os.path.exists(name))
 
 
 def find_checkpoint(out_dir):

@@ -18,6 +18,9 @@ Then, on the command line:
   a float is expected, and a `None` default accepts anything.
 - Unknown key or wrong type: a clear error listing the valid keys. The effective
   overrides are printed once (rank 0 only under torchrun).
+- The config keys are the script's lowercase globals holding plain values (`config_keys`);
+  `config_snapshot(globals())` is what a script saves beside its checkpoints. Imported for
+  that (`from configurator import config_snapshot`), this file applies nothing.
 """
 import ast
 import builtins
@@ -25,14 +28,20 @@ import os
 import sys
 
 
-def _config_keys(g):
-    # the script's config = its module globals that are plain values, set before the exec
+def config_keys(g):
+    """The script's config: its lowercase module globals that hold plain values (set before
+    the exec). UPPER_CASE globals are the script's constants, not config."""
     plain = (int, float, bool, str, list, tuple, dict, type(None))
-    return sorted(k for k, v in g.items() if not k.startswith('_') and isinstance(v, plain))
+    return sorted(k for k, v in g.items() if not k.startswith('_') and k.islower() and isinstance(v, plain))
+
+
+def config_snapshot(g):
+    """{key: value} of the script's config, as saved beside a checkpoint."""
+    return {k: g[k] for k in config_keys(g)}
 
 
 def _check_and_set(g, key, value, source):
-    valid = _config_keys(g)
+    valid = config_keys(g)
     if key not in valid:
         raise SystemExit(f"configurator: unknown config key '{key}' (from {source}).\n"
                          f"valid keys: {', '.join(valid)}")

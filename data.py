@@ -28,11 +28,11 @@ import torch
 # -----------------------------------------------------------------------------
 # modes, budget tokens, chat constants
 
-MODES = ['none', '0.2', '0.4', '0.6', '0.8', '1.0', 'auto']  # 'none' = no budget token at all
-BUDGETS = [0.2, 0.4, 0.6, 0.8, 1.0]  # the fixed compression ratios
-BUDGET_TOKENS = {'0.2': '<COMP_20>', '0.4': '<COMP_40>', '0.6': '<COMP_60>', '0.8': '<COMP_80>',
-                 '1.0': '<COMP_100>', 'auto': '<COMP_AUTO>'}
-FIXED_MODES = ['0.2', '0.4', '0.6', '0.8', '1.0']  # modes whose budget token is mirrored in the prompt
+BUDGETS = [0.2, 0.4, 0.6, 0.8, 1.0]  # the fixed compression ratios: the one list every stage uses
+FIXED_MODES = [f'{b:.1f}' for b in BUDGETS]  # their mode names '0.2'..'1.0' (token mirrored in the prompt)
+MODES = ['none'] + FIXED_MODES + ['auto']  # 'none' = no budget token at all, 'auto' = POLICY
+BUDGET_TOKENS = {**{m: f'<COMP_{round(100 * b)}>' for m, b in zip(FIXED_MODES, BUDGETS)},
+                 'auto': '<COMP_AUTO>'}  # '0.2' -> '<COMP_20>' .. '1.0' -> '<COMP_100>'; token ids follow this order
 DEFAULT_DATA_DIR = 'out/data'  # where `python corpus.py` writes the corpus and tokenizer/
 PAD_TOKEN, IM_START, IM_END = '<|endoftext|>', '<|im_start|>', '<|im_end|>'
 THINK_START, THINK_END = '<think>', '</think>'
@@ -41,16 +41,27 @@ IGNORE_INDEX = -100  # target value that F.cross_entropy ignores
 
 
 def mode_name(mode):
-    """Normalize a mode: 0.4 -> '0.4', '1' -> '1.0', 'auto' -> 'auto'. Errors name the value."""
+    """The one mode normalization: 0.4 -> '0.4', '1' -> '1.0', 'auto' -> 'auto', and 'base'
+    (the evaluator's and the paper's name for the plain prompt) -> 'none'. Anything else,
+    True / False included, is a ValueError naming the value."""
     if isinstance(mode, str) and mode in MODES:
         return mode
+    if mode == 'base':
+        return 'none'
     try:
-        name = f"{float(mode):.1f}"
+        name = None if isinstance(mode, bool) else f"{float(mode):.1f}"
     except (TypeError, ValueError):
-        raise ValueError(f"unknown mode {mode!r}: expected one of {MODES} or a ratio in {BUDGETS}") from None
+        name = None
     if name not in FIXED_MODES:
-        raise ValueError(f"unknown mode {mode!r}: expected one of {MODES} or a ratio in {BUDGETS}")
+        raise ValueError(f"unknown mode {mode!r}: expected one of {MODES + ['base']} or a ratio in {BUDGETS}")
     return name
+
+
+def budget_name(mode):
+    """The fixed budget '0.2'..'1.0' that a mode or a chosen budget names (0.4, '0.4', ...);
+    None for None, 'none', 'base' and 'auto' (no fixed budget). Bad values: mode_name's error."""
+    name = None if mode is None else mode_name(mode)
+    return name if name in FIXED_MODES else None
 
 
 def answer_text(gold):
@@ -214,9 +225,11 @@ def record_to_sft_example(rec, tokenizer):
 
 
 def parse_response(tok, ids):
-    """Split generated ids: budget (mode of the first token if it is a budget token),
-    think_closed, think_tokens (ids strictly between <think> and </think>), answer_text
-    (after </think>, specials removed), text (full decode)."""
+    """Split generated ids (the one place that finds the think block): budget (mode of the
+    first token if it is a budget token), think_closed, think_tokens and think_text (the ids
+    strictly between the first <think> and the first </think> after it: their count, and
+    their text with specials removed and stripped; None when unclosed), answer_text (after
+    </think>, specials removed), text (full decode)."""
     ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
     budget = tok.id_to_budget.get(ids[0]) if ids else None
     start = ids.index(tok.think_start_id) if tok.think_start_id in ids else -1
@@ -226,6 +239,7 @@ def parse_response(tok, ids):
         'budget': budget,
         'think_closed': closed,
         'think_tokens': end - start - 1 if closed else None,
+        'think_text': tok.decode(ids[start + 1:end], skip_special_tokens=True).strip() if closed else None,
         'answer_text': tok.decode(ids[end + 1:], skip_special_tokens=True).strip() if closed else '',
         'text': tok.decode(ids),
     }

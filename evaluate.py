@@ -7,7 +7,7 @@ Evaluation: the sample-and-grade engine every stage uses, benchmark metrics per
     torchrun --standalone --nproc_per_node=8 evaluate.py config/eval_qwen3_1p7b.py
     python evaluate.py config/eval_tiny.py --benchmarks="['synthetic']" --max_items=50
 
-The engine (imported by train_compressor.py and train_chrpo.py):
+The engine (imported by build_sft_data.py and train_chrpo.py):
 
     from evaluate import sample_and_grade
     rows = sample_and_grade(model, tok, items, mode='0.4', n=4, temperature=0.7)
@@ -46,6 +46,9 @@ summary.json (a list of rows), report.md (+ report_path if set) and accuracy_vs_
 Resumable: a finished samples file whose run key matches the current settings is reused;
 an unfinished pair resumes from its per-rank .partial files (chunks of `chunk_items`).
 Distributed: rank r takes items[r::world]; rank 0 merges the per-rank files.
+The chunked, resumable sampling (`finished_questions`, `sample_in_chunks`) is the one
+such cache of the project: the teacher budgets (train_chrpo.py) and the base model's answers
+(build_sft_data.py) use it too.
 """
 import hashlib
 import json
@@ -56,12 +59,11 @@ import time
 
 import torch
 
-import data
 import sampler
 from benchmarks import load_benchmark
-from common import (atomic_write_json, atomic_write_text, barrier, cleanup_dist,
-                    drop_torn_tail, find_checkpoint, is_main, print0, read_jsonl, read_jsonl_tolerant,
-                    setup_dist, write_jsonl)
+from common import (append_jsonl, atomic_write_json, atomic_write_text, barrier, cleanup_dist, find_checkpoint,
+                    is_hub_id, is_main, print0, read_jsonl, read_jsonl_tolerant, setup_dist, write_jsonl)
+from data import FIXED_MODES, budget_name, mode_name, parse_response, render_prompt
 from grading import extract_answer, find_boxed, is_equiv
 from model import Qwen3
 from report import write_report
@@ -72,13 +74,13 @@ from tokenizer import load_tokenizer
 out_dir = 'out/eval'  # per-sample jsonl, summary.json, report.md, plot
 models = {'base': 'out/base/ckpt', 'sft': 'out/sft/ckpt', 'chrpo': 'out/chrpo/ckpt'}  # name -> checkpoint
 model_modes = {'base': ['base'],  # name -> modes to evaluate ('base'/'none', '0.2'..'1.0', 'auto')
-               'sft': ['base', '0.2', '0.4', '0.6', '0.8', '1.0', 'auto'],
-               'chrpo': ['auto', '0.2', '0.4', '0.6', '0.8', '1.0']}
+               'sft': ['base'] + FIXED_MODES + ['auto'],
+               'chrpo': ['auto'] + FIXED_MODES}
 optional_models = []  # names whose missing checkpoint is skipped with a message (others: error)
 tokenizer_path = ''  # '' = the tokenizer saved in each checkpoint folder
 benchmarks = ['synthetic']  # 'synthetic', 'gsm8k', 'math500', 'amc23', a local jsonl, or a hub id
 split = 'test'  # benchmark split
-data_dir = 'out/data'  # where 'synthetic' reads {split}.jsonl (python data.py)
+data_dir = 'out/data'  # where 'synthetic' reads {split}.jsonl (python corpus.py)
 max_items = 0  # >0: first max_items questions of each benchmark (quick runs)
 n_samples = 1  # samples per question (paper: 1); pass@k is reported when > 1
 temperature = 0.7  # paper decoding
@@ -99,43 +101,18 @@ plot = True  # write accuracy_vs_ratio.png when matplotlib is importable
 # -----------------------------------------------------------------------------
 # grading
 
-FIXED_MODES = ['0.2', '0.4', '0.6', '0.8', '1.0']  # budget ratios with a control token
-ALL_MODES = ['base', 'none'] + FIXED_MODES + ['auto']
-
-
-def canonical_mode(mode):
-    """'base' is an alias of 'none' (no budget token); numbers become '0.2'..'1.0'."""
-    if isinstance(mode, (int, float)) and not isinstance(mode, bool):
-        mode = f'{float(mode):.1f}'
-    mode = str(mode)
-    if mode == 'base':
-        return 'none'
-    if mode not in ALL_MODES:
-        raise ValueError(f"unknown mode {mode!r}; expected one of {ALL_MODES}")
-    return mode
-
-
-def _budget_name(b):
-    # a budget from the tokenizer / parser (a mode string, a float or None) -> '0.2'..'1.0' or None
-    if b is None:
-        return None
-    if isinstance(b, (int, float)) and not isinstance(b, bool):
-        return f'{float(b):.1f}'
-    b = str(b)
-    if b in FIXED_MODES:
-        return b
-    try:
-        return f'{float(b):.1f}'
-    except ValueError:
-        return None  # 'auto' or 'none' is no chosen budget
+def shown_mode(mode):
+    """A mode as file names and the report show it: the plain prompt is 'base', as in the paper."""
+    mode = mode_name(mode)
+    return 'base' if mode == 'none' else mode
 
 
 def grade(tok, tokens, finish_reason, gold, mode):
     """Grade one generated continuation (the ids after the prompt). Returns a dict with
     output, parsed, pred, correct, think_tokens, budget (see the module docstring)."""
-    mode = canonical_mode(mode)
+    mode = mode_name(mode)
     tokens = [int(t) for t in tokens]
-    parsed = data.parse_response(tok, tokens)
+    parsed = parse_response(tok, tokens)
     answer_part = parsed.get('answer_text') or ''
     pred = extract_answer(answer_part)
     # extract_answer falls back to 'The answer is ..' without a box; the paper
@@ -145,10 +122,8 @@ def grade(tok, tokens, finish_reason, gold, mode):
     correct = (pred is not None and boxed and finish_reason == 'stop' and think_closed
                and bool(is_equiv(pred, gold)))
     if mode == 'auto':
-        # POLICY: the control head is the first generated token
-        budget = _budget_name(parsed.get('budget'))
-        if budget is None and tokens:
-            budget = _budget_name(tok.id_to_budget.get(tokens[0]))
+        # POLICY: the control head is the first generated token (parse_response's budget)
+        budget = budget_name(parsed['budget'])
     elif mode == 'none':
         budget = None
     else:
@@ -162,12 +137,12 @@ def grade(tok, tokens, finish_reason, gold, mode):
 
 
 def build_prompts(tok, items, mode, system=None):
-    mode = canonical_mode(mode)
+    mode = mode_name(mode)
     prompts = []
     for i, it in enumerate(items):
         if 'question' not in it:
             raise KeyError(f"item {i} (id {it.get('id')!r}) has no 'question'")
-        prompts.append(tok.encode(data.render_prompt(it['question'], mode, system or None)))
+        prompts.append(tok.encode(render_prompt(it['question'], mode, system or None)))
     return prompts
 
 
@@ -178,7 +153,7 @@ def sample_and_grade(model, tok, items, mode, n=1, temperature=0.7, top_p=0.9, t
     'question', 'answer' (gold), optional 'difficulty'. Returns len(items)*n dicts in item
     order (samples of one item together), each with latency_s (see module docstring).
     sampler_kw go to sampler.generate as is (cuda_graph=True, compile=True on GPU)."""
-    mode = canonical_mode(mode)  # rows carry data.MODES names ('none', not 'base')
+    mode = mode_name(mode)  # rows carry data.MODES names ('none', not 'base')
     if not items:
         return []
     for i, it in enumerate(items):
@@ -206,6 +181,49 @@ def sample_and_grade(model, tok, items, mode, n=1, temperature=0.7, top_p=0.9, t
                      'prompt_ids': prompts[o['prompt_index']], 'tokens': tokens,
                      'logprobs': [float(x) for x in o['logprobs']], 'finish_reason': o['finish_reason'],
                      **g, 'latency_s': per_sample})
+    return rows
+
+
+# -----------------------------------------------------------------------------
+# resumable chunked sampling: the one cache around the engine (evaluation's per-rank
+# .partial files, the teacher budgets, the SFT build's base-model answers). A cache is a
+# jsonl file with one writer, holding rows_per_item rows per question, appended a chunk
+# of questions at a time.
+
+
+def finished_questions(path, rows_per_item, key=None):
+    """Resume state of a cache file: {question id: its rows} for the questions that have all
+    rows_per_item rows of run `key` (key None: every row counts; else rows carry 'run_key').
+    A line torn by a kill is not read (and the next append_jsonl cuts it off); a torn chunk (a
+    question with fewer rows) is dropped and the file rewritten clean; a file with no row of
+    this run is removed."""
+    prior = [r for r in read_jsonl_tolerant(path) if key is None or r.get('run_key') == key]
+    finished = {}
+    for r in prior:
+        finished.setdefault(str(r['id']), []).append(r)
+    finished = {k: v for k, v in finished.items() if len(v) == rows_per_item}
+    if prior and len(prior) != sum(len(v) for v in finished.values()):  # drop a torn chunk, rewrite clean
+        write_jsonl(path, [r for v in finished.values() for r in v])
+    elif not prior and os.path.exists(path):
+        os.remove(path)
+    return finished
+
+
+def sample_in_chunks(todo, chunk_items, sample_chunk, cache_path=None, label='sampling'):
+    """The rows of the questions `todo` (indices into the caller's items), chunk_items at a
+    time (0: all at once): sample_chunk(chunk) returns the rows of the indices in chunk. With
+    cache_path each chunk's rows are appended to it in one write, so a kill loses at most the
+    chunk in flight and finished_questions resumes from the rest. Seeds are sample_chunk's:
+    seeded from chunk[0], the index of the chunk's first question, a resumed run samples
+    exactly what an uninterrupted one would have (finished chunks are whole)."""
+    rows, t0 = [], time.time()
+    step = chunk_items or max(len(todo), 1)
+    for c in range(0, len(todo), step):
+        chunk_rows = sample_chunk(todo[c:c + step])
+        if cache_path:
+            append_jsonl(cache_path, *chunk_rows)
+        rows += chunk_rows
+        print0(f'{label}: {min(c + step, len(todo))}/{len(todo)} questions, {time.time() - t0:.1f}s')
     return rows
 
 
@@ -273,7 +291,7 @@ def budget_following(samples, ref_think, tol=0.1):
     within tol, count); (None, None, 0) when no sample has a target and a reference."""
     errs = []
     for s in samples:
-        target = _budget_name(s.get('budget'))
+        target = budget_name(s.get('budget'))
         ref = ref_think.get(str(s['id']))
         if target is None or s.get('think_tokens') is None or not ref:
             continue
@@ -287,7 +305,7 @@ def budget_histogram(samples):
     """Counts of chosen budgets ('0.2'..'1.0', 'none' when no budget token came first)."""
     hist = {m: 0 for m in FIXED_MODES}
     for s in samples:
-        b = _budget_name(s.get('budget'))
+        b = budget_name(s.get('budget'))
         hist[b if b is not None else 'none'] = hist.get(b if b is not None else 'none', 0) + 1
     return hist
 
@@ -302,7 +320,7 @@ def reference_key(keys, bench, model_name, reference_model='base'):
 
 def summarize(results, reference_model='base'):
     """results: {(bench, model, mode): [graded samples]} -> list of summary rows (dicts)."""
-    results = {(b, m, canonical_mode(md)): v for (b, m, md), v in results.items()}
+    results = {(b, m, mode_name(md)): v for (b, m, md), v in results.items()}
     think = {k: _mean([s['think_tokens'] for s in v if s.get('think_tokens') is not None])
              for k, v in results.items()}
     rows = []
@@ -311,12 +329,12 @@ def summarize(results, reference_model='base'):
         ref = reference_key(results, bench, model_name, reference_model)
         ref_think = think.get(ref) if ref else None
         t = think[key]
-        row = {'benchmark': bench, 'model': model_name, 'mode': 'base' if mode == 'none' else mode,
+        row = {'benchmark': bench, 'model': model_name, 'mode': shown_mode(mode),
                'n': len(samples), 'n_questions': len({str(s['id']) for s in samples}),
                'accuracy': _mean([float(bool(s['correct'])) for s in samples]) or 0.0,
                'think_tokens': t,
                'act_ratio': (t / ref_think) if (t is not None and ref_think) else None,
-               'reference': '/'.join(['base' if x == 'none' else x for x in ref[1:]]) if ref else None,
+               'reference': f'{ref[1]}/{shown_mode(ref[2])}' if ref else None,
                'closed_think_rate': _mean([float(s.get('think_tokens') is not None) for s in samples]),
                'truncated_rate': _mean([float(s.get('finish_reason') != 'stop') for s in samples])}
         row['accuracy_ci95'] = mean_ci95(list(per_question_accuracy(samples).values()))[1]
@@ -370,14 +388,13 @@ def bench_slug(name):
 
 
 def samples_path(out_dir, model_name, mode, bench):
-    mode = 'base' if canonical_mode(mode) == 'none' else canonical_mode(mode)
-    return os.path.join(out_dir, f'samples_{model_name}_{mode}_{bench_slug(bench)}.jsonl')
+    return os.path.join(out_dir, f'samples_{model_name}_{shown_mode(mode)}_{bench_slug(bench)}.jsonl')
 
 
 def run_key(ckpt, bench, mode, items, settings):
     """Hash of everything that decides a (model, mode, benchmark) file's content: reuse a
     file only when it matches (a changed max_new_tokens or checkpoint recomputes)."""
-    ident = json.dumps([os.path.abspath(ckpt) if os.path.exists(ckpt) else ckpt, bench, canonical_mode(mode),
+    ident = json.dumps([os.path.abspath(ckpt) if os.path.exists(ckpt) else ckpt, bench, mode_name(mode),
                         [str(it['id']) for it in items], settings], sort_keys=True)
     return hashlib.sha1(ident.encode()).hexdigest()[:16]
 
@@ -386,7 +403,7 @@ def _to_saved(tok, row, key):
     out = {k: row.get(k) for k in SAVED_KEYS if k in row}
     out['prompt'] = tok.decode(row['prompt_ids'])
     out['n_tokens'] = len(row['tokens'])
-    out['mode'] = 'base' if row['mode'] == 'none' else row['mode']
+    out['mode'] = shown_mode(row['mode'])
     out['run_key'] = key
     return out
 
@@ -399,23 +416,6 @@ def load_complete(path, key, n_expected):
     if len(rows) != n_expected or any(r.get('run_key') != key for r in rows):
         return None
     return rows
-
-
-def finished_from_partial(part, key, n):
-    """Resume state of one rank's .partial file: {question id: its n rows} for the questions
-    finished under run key `key`. A torn chunk (a question with fewer than n rows, or a line cut
-    by a kill) is dropped and the file rewritten clean; a file of another run is removed."""
-    drop_torn_tail(part)  # a line torn by a kill: the next append must not glue onto it
-    prior = [r for r in read_jsonl_tolerant(part) if r.get('run_key') == key]
-    finished = {}
-    for r in prior:
-        finished.setdefault(str(r['id']), []).append(r)
-    finished = {k: v for k, v in finished.items() if len(v) == n}
-    if prior and len(prior) != sum(len(v) for v in finished.values()):  # drop a torn chunk, rewrite clean
-        write_jsonl(part, [r for v in finished.values() for r in v])
-    elif not prior and os.path.exists(part):
-        os.remove(part)
-    return finished
 
 
 def merge_partials(path, key, items, n, world):
@@ -456,22 +456,18 @@ def evaluate_pair(model, tok, ckpt, model_name, mode, bench, items, rank, world,
         return done
     os.makedirs(out_dir, exist_ok=True)
     part = f'{path}.rank{rank}of{world}.partial'
-    finished = finished_from_partial(part, key, n)
+    finished = finished_questions(part, n, key)
     index = list(range(rank, len(items), world))  # this rank's strided shard
     todo = [i for i in index if str(items[i]['id']) not in finished]
-    t0 = time.time()
-    for c in range(0, len(todo), chunk_items):
-        chunk = todo[c:c + chunk_items]
+
+    def sample_chunk(chunk):
         rows = sample_and_grade(model, tok, [items[i] for i in chunk], mode, n=n, temperature=settings['temperature'],
                                 top_p=settings['top_p'], top_k=settings['top_k'],
                                 max_new_tokens=settings['max_new_tokens'], seed=settings['seed'] + chunk[0],
                                 batch_size=batch_size, system=settings['system'] or None,
                                 **({'cuda_graph': True} if cuda_graph else {}))
-        with open(part, 'a') as f:  # one write per chunk: a kill loses at most this chunk
-            f.write(''.join(json.dumps(_to_saved(tok, r, key)) + '\n' for r in rows))
-            f.flush()
-        print0(f'[{bench}] {model_name} / {mode}: {min(c + chunk_items, len(todo))}/{len(todo)} questions '
-               f'(rank 0), {time.time() - t0:.1f}s')
+        return [_to_saved(tok, r, key) for r in rows]
+    sample_in_chunks(todo, chunk_items, sample_chunk, part, f'[{bench}] {model_name} / {mode} (rank 0)')
     barrier()
     if not is_main():
         barrier()
@@ -491,8 +487,8 @@ def resolve_checkpoint(name, path):
     parent = os.path.dirname(path.rstrip('/'))
     if os.path.basename(path.rstrip('/')) == 'ckpt' and parent:
         return find_checkpoint(parent)  # killed between the renames: ckpt.old
-    if not os.path.exists(path) and not path.startswith(('.', '/')) and path.count('/') == 1:
-        return path  # a hub id ('Qwen/Qwen3-1.7B'), resolved by model.from_pretrained
+    if is_hub_id(path):
+        return path  # 'Qwen/Qwen3-1.7B', resolved by model.from_pretrained
     return None
 
 
@@ -533,7 +529,7 @@ def main():
     for name, path in models.items():
         modes = model_modes.get(name, ['base'])
         for md in modes:
-            canonical_mode(md)  # a typo in a mode fails before any sampling
+            mode_name(md)  # a typo in a mode fails before any sampling
         ckpt = resolve_checkpoint(name, path)
         if ckpt is None:
             if name in optional_models:

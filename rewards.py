@@ -60,6 +60,8 @@ Degenerate output (is_degenerate): with at least degen_min_tokens tokens, either
 degen_min_distinct of its 4-grams are distinct (the text is mostly a copy of itself), or it
 ends with one block of <= degen_max_period tokens repeated >= degen_min_repeats times over
 at least its last degen_min_tail tokens (so a long number like 1000000000 is not a loop).
+The one definition of a loop: the SFT build (build_sft_data.py) drops own CoTs by it too, so
+SFT never trains on a CoT that CHRPO would call invalid.
 """
 
 import re

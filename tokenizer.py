@@ -25,6 +25,7 @@ import tokenizers
 import torch
 from tokenizers import AddedToken, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
+from common import is_hub_id
 from data import (BUDGET_TOKENS, CHAT_TEMPLATE, DEFAULT_DATA_DIR, IM_END, IM_START, PAD_TOKEN, THINK_END,
                   THINK_START)
 
@@ -149,7 +150,7 @@ def load_tokenizer(path_or_hub_id=DEFAULT_DATA_DIR + '/tokenizer'):
         folder, file = os.path.dirname(path), path
     elif os.path.isdir(path):
         folder, file = path, os.path.join(path, 'tokenizer.json')
-    elif path.count('/') == 1 and not path.startswith(('.', '/')):
+    elif is_hub_id(path):
         from huggingface_hub import snapshot_download
         try:  # honours HF_HUB_OFFLINE: then only the local cache is looked at
             folder = snapshot_download(path, allow_patterns=['tokenizer.json', 'tokenizer_config.json',

@@ -16,8 +16,8 @@ Two phases:
    too; a question solved at no budget is kept as an all-fail item (g* = None).
    ref_full_len L = mean think tokens of the closed 1.0 answers (the realized ratio's
    denominator; when the 1.0 answers never closed their think, the longest closed think at
-   any budget, and failing that max_new_tokens). train_compressor.py's build step reads g*
-   from these rows to make the POLICY warm-up items (<COMP_AUTO> answered at g*).
+   any budget, and failing that max_new_tokens). build_sft_data.py reads g* from these
+   rows to make the POLICY warm-up items (<COMP_AUTO> answered at g*).
 2. The loop. Each step every rank takes its own `questions_per_step / world` questions and
    samples G = `group_size` rollouts each in POLICY mode, keeping the sampling log-probs.
    Per rollout (rewards.py): chosen budget c (first generated token), realized ratio
@@ -55,11 +55,13 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 import rewards
-from common import (all_reduce_sum, append_jsonl, barrier, cleanup_dist, find_checkpoint, load_train_state, print0,
-                    read_jsonl, read_jsonl_tolerant, rng_state, save_checkpoint, seed_everything, set_rng_state,
-                    setup_dist)
+from common import (all_reduce_sum, append_jsonl, barrier, cleanup_dist, epoch_permutation, find_checkpoint,
+                    load_train_state, print0, read_jsonl, read_jsonl_tolerant, rng_state, save_checkpoint,
+                    seed_everything, set_rng_state, setup_dist)
+from configurator import config_snapshot
+from data import BUDGETS, FIXED_MODES, mode_name
 from tokenizer import load_tokenizer
-from evaluate import sample_and_grade
+from evaluate import finished_questions, sample_and_grade, sample_in_chunks
 from kernels import fused_linear_token_logprobs
 from model import Qwen3
 
@@ -109,15 +111,13 @@ resume = False                     # continue from {out_dir}/ckpt
 param_dtype = 'auto'               # weights (no autocast): 'auto' = bfloat16 on CUDA, float32 on CPU
 log_interval = 1                   # steps between printed lines (metrics.jsonl gets every step)
 
-BUDGET_VALUES = [0.2, 0.4, 0.6, 0.8, 1.0]
-
 
 # -----------------------------------------------------------------------------
 # teacher budgets
 
 
 def teacher_budget(solved):
-    """solved: {budget: bool} over BUDGET_VALUES. g* = smallest budget that solves the
+    """solved: {budget: bool} over data.BUDGETS. g* = smallest budget that solves the
     question while every larger budget solves it too; None when 1.0 does not solve it."""
     g_star = None
     for b in sorted(solved, reverse=True):  # walk down from 1.0 while the suffix stays solved
@@ -132,7 +132,7 @@ def teacher_row(item, rows_by_budget, solve_share):
     solved, acc = {}, {}
     for b, rows in rows_by_budget.items():
         share = sum(r['correct'] for r in rows) / max(1, len(rows))
-        acc[f'{b:.1f}'] = share
+        acc[mode_name(b)] = share
         solved[b] = share >= solve_share
     full = [r['think_tokens'] for r in rows_by_budget.get(1.0, []) if r['think_tokens'] is not None]
     any_closed = [r['think_tokens'] for rows in rows_by_budget.values() for r in rows if r['think_tokens'] is not None]
@@ -145,41 +145,39 @@ def teacher_row(item, rows_by_budget, solve_share):
 def compute_teacher_budgets(model, tok, items, path, rank, world, *, teacher_samples, teacher_solve_share,
                             teacher_temperature, teacher_top_p, teacher_chunk, max_new_tokens, seed, batch_size):
     """Label every item (resumable: rows already in `path` are kept, the rest appended in
-    chunks of teacher_chunk). Each rank samples its strided share of a chunk, teacher_samples
-    per (question, budget); rank 0 appends the rows. batch_size: rows decoded at once (None = all)."""
-    done = {r['id'] for r in read_jsonl_tolerant(path)} if rank == 0 else set()
+    chunks of teacher_chunk, evaluate.sample_in_chunks). Each rank samples its strided share of
+    a chunk, teacher_samples per (question, budget); rank 0 appends the rows. batch_size: rows
+    decoded at once (None = all)."""
+    done = set(finished_questions(path, 1)) if rank == 0 else set()
     if world > 1:
         obj = [done]
         dist.broadcast_object_list(obj, src=0)
         done = obj[0]
-    todo = [it for it in items if it['id'] not in done]
-    print0(f'teacher budgets: {len(done)} cached, {len(todo)} to label -> {path}')
-    t0 = time.time()
-    for c0 in range(0, len(todo), teacher_chunk):
-        chunk = todo[c0:c0 + teacher_chunk]
-        mine = chunk[rank::world]
-        rows = []
+    todo = [i for i, it in enumerate(items) if str(it['id']) not in done]
+    print0(f'teacher budgets: {len(items) - len(todo)} cached, {len(todo)} to label -> {path}')
+
+    def label_chunk(chunk):  # chunk[0]: the index of the chunk's first question seeds it
+        mine = [items[i] for i in chunk[rank::world]]
         per_budget = {}
-        for b in BUDGET_VALUES:
-            per_budget[b] = sample_and_grade(model, tok, mine, f'{b:.1f}', n=teacher_samples,
+        for b in BUDGETS:
+            per_budget[b] = sample_and_grade(model, tok, mine, mode_name(b), n=teacher_samples,
                                              temperature=teacher_temperature, top_p=teacher_top_p,
-                                             max_new_tokens=max_new_tokens, seed=seed + 7919 * (c0 + 1) + rank + int(b * 10),
-                                             batch_size=batch_size)
+                                             max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                             seed=seed + 7919 * (chunk[0] + 1) + rank + int(b * 10))
+        rows = []
         for qi, item in enumerate(mine):
-            by_b = {b: per_budget[b][qi * teacher_samples:(qi + 1) * teacher_samples] for b in BUDGET_VALUES}
+            by_b = {b: per_budget[b][qi * teacher_samples:(qi + 1) * teacher_samples] for b in BUDGETS}
             rows.append(teacher_row(item, by_b, teacher_solve_share))
         if world > 1:
             gathered = [None] * world
             dist.all_gather_object(gathered, rows)
             rows = [r for part in gathered for r in part]
-        if rank == 0:
-            for r in rows:
-                append_jsonl(path, r)
-        print0(f'  labelled {min(c0 + teacher_chunk, len(todo))}/{len(todo)} ({time.time() - t0:.0f}s)')
+        return rows
+    sample_in_chunks(todo, teacher_chunk, label_chunk, path if rank == 0 else None, 'teacher budgets')
     barrier()
     rows = read_jsonl_tolerant(path)
-    hist = Counter('fail' if r['g_star'] is None else f"{r['g_star']:.1f}" for r in rows)
-    print0('teacher budget histogram: ' + ', '.join(f'{k}: {hist[k]}' for k in ['0.2', '0.4', '0.6', '0.8', '1.0', 'fail']))
+    hist = Counter('fail' if r['g_star'] is None else mode_name(r['g_star']) for r in rows)
+    print0('teacher budget histogram: ' + ', '.join(f'{k}: {hist[k]}' for k in FIXED_MODES + ['fail']))
     return rows
 
 
@@ -391,8 +389,7 @@ def step_questions(n_items, step, per_step, run_seed):
     start = step * per_step
     for k in range(start, start + per_step):
         epoch, pos = divmod(k, n_items)
-        g = torch.Generator().manual_seed(run_seed * 1000003 + epoch)
-        out.append(torch.randperm(n_items, generator=g)[pos].item())
+        out.append(epoch_permutation(n_items, run_seed, epoch)[pos])
     return out
 
 
@@ -435,7 +432,7 @@ def resume_state(ckpt, optimizer, rank):
 
 METRIC_KEYS = ['n', 'r_main', 'r_ctrl', 'correct', 'valid', 'gen_tokens', 'think_n', 'think_tokens', 'ratio_n',
                'ratio', 'loss_tokens', 'loss_clipped', 'loss_entropy', 'loss_kl_ref', 'loss_approx_kl']
-HIST_KEYS = ['0.2', '0.4', '0.6', '0.8', '1.0', 'none']
+HIST_KEYS = FIXED_MODES + ['none']
 
 
 def step_metrics(step, lr, stats, budget_hist, skipped, t_sample, t_train, world, mu, device):
@@ -494,8 +491,7 @@ def main():
     torch_dtype = ((torch.bfloat16 if device.type == 'cuda' else torch.float32) if param_dtype == 'auto'
                    else getattr(torch, param_dtype))
     t_path = teacher_path or os.path.join(out_dir, 'teacher_budgets.jsonl')
-    config = {k: v for k, v in globals().items()
-              if not k.startswith('_') and k.islower() and isinstance(v, (int, float, str, bool, dict, list))}
+    config = config_snapshot(globals())
 
     # ---- model, tokenizer, RL questions (resume beats init_from)
     ckpt = find_checkpoint(out_dir) if resume else None

@@ -36,6 +36,7 @@ from common import (all_reduce_sum, append_jsonl, atomic_torch_save, barrier, cl
                     is_main, load_train_state, print0, rng_state, save_checkpoint, seed_everything, set_rng_state,
                     setup_dist)
 from compressor import build_model, encode_pair, pad_examples, round_half_up
+from configurator import config_snapshot
 from tokenizer import load_tokenizer
 
 # -----------------------------------------------------------------------------
@@ -66,11 +67,8 @@ focal_gamma = 2.0                   # focal loss exponent
 eval_interval = 50                  # steps between validations (and checkpoints)
 patience = 4                        # stop after this many validations without a better macro-F1
 seed = 1337                         # init, data order
-dtype = 'float32'                   # 'float32' or 'bfloat16' (autocast on CUDA)
+autocast_dtype = 'float32'          # autocast dtype on CUDA ('float32' = off, 'bfloat16'); CPU always runs fp32
 device_type = 'auto'                # 'auto', 'cpu' or 'cuda'
-# -----------------------------------------------------------------------------
-CONFIG_KEYS = [k for k, v in list(globals().items()) if not k.startswith('_') and k.islower()
-               and isinstance(v, (int, float, bool, str, list))]  # saved with every checkpoint
 
 
 # -----------------------------------------------------------------------------
@@ -143,7 +141,8 @@ def labelled_examples(records, tok, max_len, max_q):
 # training
 
 def train(model, tok, train_ex, val_ex, device, rank, world, out_dir, resume, batch_size, max_iters, learning_rate,
-          weight_decay, warmup_frac, grad_clip, loss, focal_gamma, eval_interval, patience, seed, dtype, config):
+          weight_decay, warmup_frac, grad_clip, loss, focal_gamma, eval_interval, patience, seed, autocast_dtype,
+          config):
     """Train the classifier; validate and checkpoint every eval_interval steps; stop early after
     `patience` validations without a better macro-F1. Returns the best validation metrics.
     When done, {out_dir}/ckpt holds the best weights, marked finished (a resume returns at once)."""
@@ -165,7 +164,8 @@ def train(model, tok, train_ex, val_ex, device, rank, world, out_dir, resume, ba
         print0('training already finished; nothing to do')
         return state['best_metrics']
     ddp = DDP(model) if world > 1 else model
-    autocast = torch.autocast('cuda', dtype=torch.bfloat16, enabled=dtype == 'bfloat16' and device.type == 'cuda')
+    autocast = torch.autocast('cuda', dtype=getattr(torch, autocast_dtype),
+                              enabled=device.type == 'cuda' and autocast_dtype != 'float32')
     order_rng = random.Random(seed * 1000 + rank + 7 * state['step'])  # data order is a function of step
     best_path = os.path.join(out_dir, 'best.pt')
     if is_main():
@@ -241,7 +241,7 @@ def main():
                         max_len).to(device)
     best = train(model, tok, train_ex, val_ex, device, rank, world, out_dir, resume, batch_size, max_iters,
                  learning_rate, weight_decay, warmup_frac, grad_clip, loss, focal_gamma, eval_interval, patience,
-                 seed, dtype, config={k: globals()[k] for k in CONFIG_KEYS})
+                 seed, autocast_dtype, config=config_snapshot(globals()))
     cleanup_dist()
     return best
 

@@ -45,9 +45,10 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from common import (all_reduce_sum, append_jsonl, barrier, cleanup_dist, find_checkpoint, is_main,
-                    load_train_state, print0, read_jsonl, read_jsonl_tolerant, rng_state,
+from common import (all_reduce_sum, append_jsonl, barrier, cleanup_dist, epoch_permutation, find_checkpoint,
+                    is_main, iter_jsonl, load_train_state, print0, read_jsonl_tolerant, rng_state,
                     save_checkpoint, seed_everything, set_rng_state, setup_dist, write_jsonl)
+from configurator import config_snapshot
 from data import pad_batch, record_to_sft_example
 from tokenizer import load_tokenizer
 from model import Qwen3, Qwen3Config
@@ -106,14 +107,12 @@ def load_examples(path, tok, mode, max_len):
     """Read a jsonl of records and turn each into (ids, loss_mask) via data.record_to_sft_example.
     Records longer than max_len are truncated; those left with no supervised token are dropped.
     A malformed record is an error naming file:line, record id and the problem."""
-    records = read_jsonl(path)
+    records = list(iter_jsonl(path))  # (line number, record): iter_jsonl rejects what is not a JSON object
     if not records:
         raise ValueError(f'{path}: no records')
     examples, n_truncated, n_dropped = [], 0, 0
-    for lineno, rec in enumerate(records, 1):  # read_jsonl skips blank lines; good enough for messages
-        where = f"{path}: record {lineno} (id {rec.get('id', '?') if isinstance(rec, dict) else '?'})"
-        if not isinstance(rec, dict):
-            raise ValueError(f'{where}: expected a JSON object, got {type(rec).__name__}')
+    for lineno, rec in records:
+        where = f"{path}: record {lineno} (id {rec.get('id', '?')})"  # lineno: the record's line in the file
         for key in ('question',):
             if not isinstance(rec.get(key), str):
                 raise ValueError(f"{where}: missing or non-string key '{key}'")
@@ -143,11 +142,6 @@ def load_examples(path, tok, mode, max_len):
     if not examples:
         raise ValueError(f'{path}: every example was dropped (max_len={max_len} too small?)')
     return examples
-
-
-def epoch_permutation(n, seed, epoch):
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(n, generator=g).tolist()
 
 
 _ORDER_CACHE = {}
@@ -347,8 +341,7 @@ def main():
     if num_epochs > 0:
         n_iters = math.ceil(num_epochs * len(train_ex) / (batch_size * grad_accum_steps * world))
         print0(f'num_epochs={num_epochs}: max_iters = {n_iters}')
-    train_config = {k: v for k, v in globals().items()
-                    if not k.startswith('_') and isinstance(v, (int, float, bool, str, type(None)))}
+    train_config = config_snapshot(globals())
     train_config['max_iters'] = n_iters
 
     # ---- model and state (resume beats init_from)

@@ -7,7 +7,7 @@ model_modes = {'base': ['base'],
                'sft': ['0.2', '0.4', '0.6', '0.8', '1.0', 'auto'],
                'chrpo': ['auto', '0.2', '0.4', '0.6', '0.8', '1.0']}
 optional_models = ['chrpo']  # evaluate SFT before RL has finished
-benchmarks = ['gsm8k', 'math500', 'amc23']  # data.HUB_DATASETS short names, or local jsonl paths
+benchmarks = ['gsm8k', 'math500', 'amc23']  # benchmarks.HUB_DATASETS short names, or local jsonl paths
 n_samples = 1
 temperature = 0.7
 top_p = 0.9

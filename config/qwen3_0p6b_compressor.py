@@ -20,4 +20,4 @@ grad_clip = 1.0
 loss = 'ce'
 eval_interval = 500
 patience = 3
-dtype = 'bfloat16'
+autocast_dtype = 'bfloat16'

@@ -1,6 +1,6 @@
 # Stage 0 of the embedded default: the tiny base reasoning model, trained from scratch on the
 # full verbose CoTs of the synthetic corpus (every record in mode 'none', no budget tokens).
-#   python data.py && torchrun --standalone --nproc_per_node=2 train_sft.py config/tiny_base.py
+#   python corpus.py config/tiny_data.py && torchrun --standalone --nproc_per_node=2 train_sft.py config/tiny_base.py
 # Measured on the 2-core CPU box (2 ranks, gloo): ~12.5k tokens/s for this 0.9M-parameter
 # model, i.e. ~0.7 s a step of 32 examples (~282 tokens each); 500 steps = 5m47s wall. Greedy
 # accuracy on 100 test questions after that: 29% (loss still falling: not yet the >85% wanted;

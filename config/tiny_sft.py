@@ -1,6 +1,6 @@
 # Stage 2 of the embedded default: mixed-ratio SFT of the tiny base model on the compressed
-# CoTs with budget tokens (train_compressor.py writes out/data/sft_mixed.jsonl: records with
-# 'mode' / 'chosen' / 'response'), including the POLICY (<COMP_AUTO>) warm-up examples.
+# CoTs with budget tokens (build_sft_data.py writes out/data/sft_mixed.jsonl: records with a
+# 'mode'). The POLICY (<COMP_AUTO>) warm-up items come in a later round: config/tiny_sft_policy.py.
 #   torchrun --standalone --nproc_per_node=2 train_sft.py config/tiny_sft.py
 out_dir = 'out/sft'
 init_from = 'out/base/ckpt'

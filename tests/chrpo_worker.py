@@ -15,7 +15,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import train_chrpo  # noqa: E402
 from configurator import apply_config  # noqa: E402
-from digest import param_digest  # noqa: E402
+from digest import write_param_digest  # noqa: E402
 
 
 def fake_reward(sample, teacher, **reward_kw):
@@ -55,5 +55,4 @@ if __name__ == '__main__':
     if int(os.environ.get('CHRPO_DIE_AFTER_CKPT', '0')):
         train_chrpo.save_checkpoint = die_after(int(os.environ['CHRPO_DIE_AFTER_CKPT']), train_chrpo.save_checkpoint)
     model = train_chrpo.main()
-    with open(os.path.join(train_chrpo.out_dir, f"param_digest.rank{os.environ.get('RANK', '0')}.txt"), 'w') as f:
-        f.write(param_digest(model.state_dict()))
+    write_param_digest(model, train_chrpo.out_dir)

@@ -2,7 +2,7 @@
 hooks the tests need and the script does not carry:
 - SFT_KILL_AT_STEP=s: the process exits (os._exit, no cleanup) when the loop reaches optimizer
   step s (0-based), i.e. a run killed between its checkpoints;
-- every rank writes the digest of its final weights to out_dir/param_hash_rank{r}.txt.
+- every rank writes the digest of its final weights to out_dir/param_digest.rank{r}.txt.
 Used directly and under torchrun (gloo).
 
     python tests/sft_worker.py [config.py] [--key=value ...]
@@ -13,7 +13,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import train_sft  # noqa: E402
 from configurator import apply_config  # noqa: E402
-from digest import param_digest  # noqa: E402
+from digest import write_param_digest  # noqa: E402
 
 
 def kill_at(step_to_kill, lr_at):
@@ -32,5 +32,4 @@ if __name__ == '__main__':
         train_sft.lr_at = kill_at(int(os.environ['SFT_KILL_AT_STEP']), train_sft.lr_at)
     model = train_sft.main()
     if not train_sft.fsdp:  # FSDP weights are sharded DTensors; the checkpoint holds the gathered copy
-        with open(os.path.join(train_sft.out_dir, f"param_hash_rank{os.environ.get('RANK', '0')}.txt"), 'w') as f:
-            f.write(param_digest(model.state_dict()) + '\n')
+        write_param_digest(model, train_sft.out_dir)

@@ -26,7 +26,7 @@ def scripted(monkeypatch):
 
     def sample_and_grade(model, tok, items, mode, n=1, temperature=None, top_p=None, **kw):
         calls.append({'ids': [it['id'] for it in items], 'mode': mode, 'n': n, 'temperature': temperature,
-                      'top_p': top_p})
+                      'top_p': top_p, 'seed': kw.get('seed')})
         rows = []
         for it in items:
             s = SCRIPT[it['id']]
@@ -69,6 +69,22 @@ def test_teacher_budgets_chunked_resumed_and_summarized(scripted, tmp_path):
     scripted.clear()
     again = tc.compute_teacher_budgets(None, None, items, str(path), 0, 1, **TEACHER)
     assert scripted == [] and again == rows
+
+
+def test_a_resumed_teacher_pass_samples_what_an_uninterrupted_one_would(scripted, tmp_path):
+    # a chunk's seeds come from the position of its first question, not from how much was left
+    # to do, so a pass killed after its first chunk and resumed draws the very same samples
+    items = [{'id': f'q{i}', 'question': f'Q{i}', 'answer': '1'} for i in range(5)]
+    full = tmp_path / 'full.jsonl'
+    tc.compute_teacher_budgets(None, None, items, str(full), 0, 1, **TEACHER)
+    uninterrupted = [(c['ids'], c['mode'], c['seed']) for c in scripted]
+    assert len({seed for _, _, seed in uninterrupted}) == 15  # every (chunk, budget) its own seed
+    killed = tmp_path / 'killed.jsonl'
+    killed.write_text(''.join(line + '\n' for line in full.read_text().splitlines()[:2]))  # chunk 1: q0, q1
+    scripted.clear()
+    rows = tc.compute_teacher_budgets(None, None, items, str(killed), 0, 1, **TEACHER)
+    assert [(c['ids'], c['mode'], c['seed']) for c in scripted] == uninterrupted[5:]
+    assert rows == read_jsonl(str(full))
 
 
 def test_step_questions_are_epochs_of_seeded_permutations():

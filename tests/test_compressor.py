@@ -13,7 +13,9 @@ import build_sft_data as bs
 import compressor as cp
 import train_compressor as tc
 from annotate import load_annotated
-from data import answer_text, render_completion
+from configurator import config_keys
+from data import answer_text, parse_response, render_completion
+from rewards import check_integrity
 from tokenizer import load_tokenizer, train_tokenizer
 
 
@@ -62,7 +64,7 @@ def train_tiny(monkeypatch, tmp_path, tok_dir, **kw):
                intermediate_size=128, max_len=96, batch_size=16, max_iters=40, learning_rate=3e-3,
                eval_interval=20, patience=5, device_type='cpu', max_train_records=0, max_val_records=0)
     for k, v in dict(cfg, **kw).items():
-        assert k in tc.CONFIG_KEYS, k
+        assert k in config_keys(vars(tc)), k
         monkeypatch.setattr(tc, k, v)
     return tc.main()
 
@@ -72,8 +74,8 @@ def random_model(tok, seed=0):
                           max_len=256).eval()
 
 
-BUILD_KW = {k: getattr(bs, k) for k in ('compress_ratios', 'bucket_tol', 'min_cot_tokens', 'max_ngram_repeats',
-                                        'compress_batch_size', 'seed', 'replay_fraction', 'warmup_fraction',
+BUILD_KW = {k: getattr(bs, k) for k in ('compress_ratios', 'bucket_tol', 'min_cot_tokens', 'compress_batch_size',
+                                        'seed', 'replay_fraction', 'warmup_fraction',
                                         'warmup_mix')}  # build_sft_data.py's defaults
 
 
@@ -218,6 +220,42 @@ def test_malformed_corpus_gives_errors_naming_file_line_and_key(tmp_path):
         load_annotated(str(p))
     with pytest.raises(FileNotFoundError, match='missing.jsonl'):
         load_annotated(str(tmp_path / 'missing.jsonl'))
+
+
+def test_sft_build_and_rl_validity_agree_on_what_a_loop_is(tok):
+    # one definition (rewards.is_degenerate): a long correct CoT that repeats its phrasing once a
+    # step is no loop (the build's old rule, "a 4-gram seen more than 6 times", dropped this one);
+    # a CoT that repeats one block is a loop, for the SFT build and for CHRPO's validity alike
+    steps = ' '.join(f'Then she buys {b} more apples, so {a} + {b} = {a + b}.'
+                     for a, b in zip(range(10, 50, 4), range(1, 11)))
+    loop = 'Then she buys more apples, so ' * 12
+    for cot, is_loop in ((steps, False), (loop, True)):
+        ids = tok.encode(render_completion(cot, answer_text(1), 'none'))  # the same CoT as a rollout
+        _, why = check_integrity(parse_response(tok, ids), 'stop', ids, require_control=False)
+        assert bs.degenerate_cot(tok, cot, min_tokens=4) == ('degenerate' in why) == is_loop
+    assert bs.degenerate_cot(tok, '12 + 7', min_tokens=8)  # too short: the build's own length rule
+
+
+def test_build_samples_only_uncached_questions_seeded_by_their_position(tmp_path, monkeypatch):
+    calls = []
+
+    def sample_and_grade(model, tok, items, mode, n=1, seed=None, **kw):
+        calls.append(([it['id'] for it in items], seed))
+        return [{'id': it['id'], 'question': it['question'], 'gold': it['answer'], 'difficulty': None,
+                 'correct': False, 'tokens': [seed, j]} for it in items for j in range(n)]
+    monkeypatch.setattr(bs, 'sample_and_grade', sample_and_grade)
+    items = [{'id': f'q{i}', 'question': f'Q{i}', 'answer': '1'} for i in range(5)]
+    cache = str(tmp_path / 'cache.jsonl')
+    kw = dict(n_samples=2, temperature=0.3, top_p=0.9, max_new_tokens=8, seed=100, chunk_items=2)
+    first = bs.sample_base_answers(None, None, items[:3], cache, 'base_a', **kw)
+    assert calls == [(['q0', 'q1'], 100), (['q2'], 102)]
+    calls.clear()
+    rows = bs.sample_base_answers(None, None, items, cache, 'base_a', **kw)  # the warm-up build: more questions
+    assert calls == [(['q3', 'q4'], 103)]  # only the new ones, seeded by their position
+    assert [r['id'] for r in rows] == [f'q{i}' for i in range(5) for _ in range(2)] and rows[:6] == first
+    calls.clear()
+    bs.sample_base_answers(None, None, items[:1], cache, 'base_b', **kw)  # another base model: nothing reused
+    assert calls == [(['q0'], 100)]
 
 
 def test_build_records_fill_every_bucket_and_split_full_ratio(tok):

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from configurator import apply_config
+from configurator import apply_config, config_keys, config_snapshot
 
 
 def fresh():
@@ -37,6 +37,13 @@ def test_wrong_type_is_a_clear_error():
         apply_config(g, ['--max_iters=fast'])
     with pytest.raises(SystemExit, match="wrong type for 'compile'"):
         apply_config(g, ['--compile=1'])
+
+
+def test_config_is_the_lowercase_plain_globals_and_the_snapshot_saves_exactly_them():
+    g = dict(fresh(), METRIC_KEYS=['n'], _private=3, helper=len)  # a constant, a private name, a function
+    assert config_keys(g) == sorted(fresh()) and config_snapshot(g) == fresh()
+    with pytest.raises(SystemExit, match="unknown config key 'METRIC_KEYS'"):  # constants are not config
+        apply_config(g, ['--METRIC_KEYS=[1]'])
 
 
 def test_unknown_key_lists_valid_keys():

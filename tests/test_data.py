@@ -352,6 +352,19 @@ def test_record_to_sft_example_defaults_and_errors(built):
         data.record_to_sft_example({**rec, 'mode': 'auto'}, tok)
 
 
+def test_mode_name_is_the_one_normalization_and_the_budget_list_names_the_tokens():
+    assert [data.mode_name(m) for m in (0.4, '0.4', 1, '1', 'auto', 'none', 'base')] == \
+           ['0.4', '0.4', '1.0', '1.0', 'auto', 'none', 'none']  # 'base': the evaluator's name for 'none'
+    for bad in (True, '0.3', 'fast', None):  # True is no ratio 1.0
+        with pytest.raises(ValueError, match='unknown mode'):
+            data.mode_name(bad)
+    assert [data.budget_name(b) for b in (0.2, '1.0', None, 'auto', 'none', 'base')] == ['0.2', '1.0'] + [None] * 4
+    with pytest.raises(ValueError, match="'0.3'"):  # not a budget: an error, not a histogram bin of its own
+        data.budget_name('0.3')
+    assert [data.BUDGET_TOKENS[m] for m in data.MODES[1:]] == \
+           ['<COMP_20>', '<COMP_40>', '<COMP_60>', '<COMP_80>', '<COMP_100>', '<COMP_AUTO>']
+
+
 def test_parse_response_on_hand_made_ids(built):
     tok = built[2]
     body = tok.encode('\n') + [tok.think_start_id] + tok.encode('\n12 + 7 = 19\n') + [tok.think_end_id]
@@ -361,6 +374,7 @@ def test_parse_response_on_hand_made_ids(built):
     assert r['budget'] == '0.6' and r['think_closed'] and r['think_tokens'] == n_inside
     assert r['answer_text'] == 'The answer is \\boxed{19}.'
     assert r['text'].startswith('<COMP_60>\n<think>') and r['text'].endswith('<|im_end|>')
+    assert r['think_text'] == '12 + 7 = 19'  # the think span's text, stripped (the SFT build's own CoT)
     r = data.parse_response(tok, torch.tensor(body + tail))  # after a prompt holding the mirror
     assert r['budget'] is None and r['think_tokens'] == n_inside
     r = data.parse_response(tok, [tok.think_start_id] + tok.encode('never closed'))

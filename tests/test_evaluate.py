@@ -93,8 +93,8 @@ def test_grade_policy_budget_is_first_generated_token(corpus_and_tok):
 
 def test_unknown_mode_is_a_clear_error():
     with pytest.raises(ValueError, match='0.3'):
-        evaluate.canonical_mode('0.3')
-    assert evaluate.canonical_mode('base') == 'none' and evaluate.canonical_mode(0.4) == '0.4'
+        data.mode_name('0.3')  # evaluate's modes are data.mode_name's (one normalization)
+    assert data.mode_name('base') == 'none' and data.mode_name(0.4) == '0.4'
 
 
 # -----------------------------------------------------------------------------

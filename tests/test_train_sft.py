@@ -17,7 +17,7 @@ import torch
 import data
 import train_sft
 from common import find_checkpoint, load_train_state, read_jsonl
-from digest import param_digest
+from digest import digest_path, param_digest
 from corpus import build_corpus
 from model import Qwen3
 from tokenizer import load_tokenizer
@@ -181,8 +181,8 @@ def ddp_run(tiny_data, tmp_path_factory):
 
 
 def test_torchrun_two_ranks_end_with_identical_weights(ddp_run):
-    h0 = (ddp_run / 'param_hash_rank0.txt').read_text()
-    h1 = (ddp_run / 'param_hash_rank1.txt').read_text()
+    h0 = open(digest_path(ddp_run, 0)).read()
+    h1 = open(digest_path(ddp_run, 1)).read()
     assert h0 == h1
     # and the checkpoint holds those weights, trained (not the init)
     assert param_digest(ckpt_weights(ddp_run)) == h0.strip()
