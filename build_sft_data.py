@@ -62,6 +62,9 @@ teacher_path = ''                   # '' = the mixed-ratio set only; a teacher b
 warmup_fraction = 0.2               # POLICY warm-up items, as a share of the fixed-mode records
 warmup_mix = 'paper'                # 'paper': cap each budget at the paper's warm-up share; 'natural': the label distribution
 replay_fraction = 1.0               # with teacher budgets: share of the fixed-mode records kept beside the warm-up items
+# replay of the base model's own training corpus
+corpus_path = ''                    # the corpus the base model learned from (corpus.py's train.jsonl); '' = no replay
+corpus_replay_share = 0.0           # share of the written set that is corpus records replayed in mode 'none'
 
 BUCKETS = BUDGETS[:-1]              # re-bucketing targets 0.2..0.8 (1.0 = the original)
 POLICY_MIX = {'0.2': 0.18, '0.4': 0.24, '0.6': 0.26, '0.8': 0.22, '1.0': 0.10}  # the paper's warm-up mix
@@ -188,11 +191,25 @@ def build_sft_records(model, tok, samples, rtok, teacher, *, compress_ratios, bu
     return records, stats
 
 
+def corpus_replay_records(corpus, n_built, share, seed):
+    """`share` of the final set as records of the base model's training corpus, mode 'none' with
+    the corpus's own CoT: n = n_built * share / (1 - share) of them, drawn without replacement.
+    Why: SFT on compressed own CoTs alone moved the full-length mode away from what the base
+    learned (sft 1.0 fell 4-6 points below base on the embedded default); replaying the corpus
+    keeps that skill while the budget modes are learned (README, "Choices and deviations")."""
+    if not 0.0 <= share < 1.0:
+        raise ValueError(f'corpus_replay_share={share}: must be in [0, 1)')
+    n = min(len(corpus), round(n_built * share / (1.0 - share)))
+    rows = random.Random(seed).sample(corpus, n)
+    return [{'id': r['id'], 'question': r['question'], 'cot': r['cot'], 'answer': r['answer'], 'mode': 'none',
+             'realized_ratio': 1.0, 'source': 'corpus'} for r in rows]
+
+
 def print_bucket_table(records):
     print0('mode   | count | mean realized ratio')
     groups = {}
     for r in records:
-        key = r['mode'] if r['mode'] != 'auto' else f"auto/{r['chosen']}"
+        key = 'corpus' if r.get('source') == 'corpus' else r['mode'] if r['mode'] != 'auto' else f"auto/{r['chosen']}"
         groups.setdefault(key, []).append(r['realized_ratio'])
     for key in sorted(groups):
         v = groups[key]
@@ -240,7 +257,7 @@ def main():
     t0 = time.time()
     _, _, _, device = setup_dist(device_type)
     if is_main():  # one process builds; the others wait
-        for path, what, hub_ok in ((compressor_ckpt, 'compressor checkpoint', True),
+        for path, what, hub_ok in ((compressor_ckpt, 'compressor checkpoint', True), (corpus_path, 'replay corpus', False),
                                    (base_ckpt, 'base model checkpoint', True), (pool_path, 'SFT question pool', False),
                                    (teacher_path, 'teacher budgets (teacher_path)', False)):
             if path and not os.path.exists(path) and not (hub_ok and is_hub_id(path)):
@@ -270,6 +287,11 @@ def main():
         if not records:
             raise SystemExit(f"build: no usable records ({stats}); the base model at {base_ckpt} answered "
                              f"no question correctly with a closed think, or every question missed a bucket")
+        if corpus_path and corpus_replay_share > 0:
+            replay = corpus_replay_records(read_jsonl(corpus_path), len(records), corpus_replay_share, seed)
+            stats['corpus_replay'] = len(replay)
+            records += replay
+            random.Random(seed + 1).shuffle(records)
         write_jsonl(out_path, records)
         print0(f"build: {stats} -> {len(records)} records in {out_path} "
                f"(sampling {t1 - t0:.1f}s, compressing {time.time() - t1:.1f}s)")

@@ -90,7 +90,8 @@ stage base $TORCHRUN train_sft.py config/tiny_base.py --out_dir=$OUT/base --data
 
 # the base model's graded answers, shared by the two builds (the second only samples new questions)
 SFT_DATA="$PY build_sft_data.py config/tiny_sft_data.py --compressor_ckpt=$OUT/compressor/ckpt \
-  --base_ckpt=$OUT/base/ckpt --pool_path=$D/sft_pool.jsonl --samples_cache_path=$OUT/sft_data/base_samples.jsonl"
+  --base_ckpt=$OUT/base/ckpt --pool_path=$D/sft_pool.jsonl --corpus_path=$D/train.jsonl \
+  --samples_cache_path=$OUT/sft_data/base_samples.jsonl"
 compressor_then_sft_mixed() {  # train the classifier, then build the mixed-ratio SFT set with it
   $PY train_compressor.py config/tiny_compressor.py --out_dir=$OUT/compressor --train_path=$D/train.jsonl \
     --val_path=$D/val.jsonl --tokenizer_path=$D/tokenizer --resume=True $COMP_ARGS

@@ -7,7 +7,8 @@ rl_path = 'out/data/rl_pool.jsonl'
 teacher_path = 'out/teacher/teacher_budgets.jsonl'  # written by the teacher stage of speedrun.sh
 max_rl_questions = 320
 teacher_samples = 4           # k=2 labelled half the pool 0.2 on one lucky sample (see README)
-teacher_solve_share = 0.5     # a budget solves a question when >= 2 of its 4 samples are correct
+teacher_solve_share = 0.75    # a budget solves a question when >= 3 of its 4 samples are correct: at 2 of 4,
+                              # a 33%-accurate budget (0.4 on 5-step problems) passes 40% of the time by luck; at 3 of 4, 11%
 max_iters = 25
 questions_per_step = 16
 group_size = 8

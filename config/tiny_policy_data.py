@@ -7,3 +7,4 @@ out_path = 'out/data/sft_policy.jsonl'
 warmup_fraction = 0.35        # warm-up items: up to this share of the kept fixed-mode records
 warmup_mix = 'natural'        # the tiny teacher labels are far from the paper's mix: keep them as they are
 replay_fraction = 0.15        # keep 15% of the fixed-mode records beside the warm-up items
+corpus_replay_share = 0.0     # the warm-up round replays fixed-mode records instead (replay_fraction)

@@ -290,3 +290,19 @@ def test_build_records_fill_every_bucket_and_split_full_ratio(tok):
     warm = [r for r in records if r['mode'] == 'auto']
     assert all(r['chosen'] in bs.POLICY_MIX for r in warm)
     assert any(r['chosen'] == '1.0' for r in warm if r['id'] == 'q1')  # all-fail -> 1.0
+
+
+def test_corpus_replay_is_the_requested_share_of_the_set_in_mode_none():
+    corpus = [{'id': f'train-{i}', 'question': f'Q{i}?', 'cot': f'cot {i}', 'answer': str(i), 'difficulty': 1}
+              for i in range(500)]
+    replay = bs.corpus_replay_records(corpus, 70, 0.3, seed=3)
+    assert len(replay) == 30                            # 30 / (70 + 30) = the share
+    assert len({r['id'] for r in replay}) == 30         # drawn without replacement
+    by_id = {r['id']: r for r in corpus}
+    for r in replay:                                   # the corpus's own CoT, no budget token
+        assert r['mode'] == 'none' and r['cot'] == by_id[r['id']]['cot'] and r['answer'] == by_id[r['id']]['answer']
+    assert replay == bs.corpus_replay_records(corpus, 70, 0.3, seed=3)   # seeded
+    assert bs.corpus_replay_records(corpus, 70, 0.0, seed=3) == []
+    assert len(bs.corpus_replay_records(corpus[:10], 70, 0.5, seed=3)) == 10   # capped by the corpus
+    with pytest.raises(ValueError, match='corpus_replay_share'):
+        bs.corpus_replay_records(corpus, 70, 1.0, seed=3)
