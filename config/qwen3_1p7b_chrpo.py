@@ -17,9 +17,11 @@ temperature = 1.0                     # ours: rollouts at T=1, top_p=1 (unbiased
 learning_rate = 1e-6                  # ours
 warmup_iters = 10                     # ours
 mu = 2                                # ours: mini-batch updates per rollout batch
-micro_batch_size = 8                  # rollouts per forward/backward per GPU
+micro_batch_tokens = 16384            # padded tokens per forward/backward per GPU (~4 rollouts of 4.6k)
+activation_checkpointing = True       # 117 GiB of activations for 8 x 4.6k tokens without it (memplan)
+sample_batch_size = 64                # rollout rows decoded at once per GPU: 8 questions x 8 (the KV cache)
 eps_low = 0.2                         # ours (DAPO clip-higher)
 eps_high = 0.28
 kl_coef = 0.0                         # off, as in DAPO; 1e-3 keeps a k3 KL to the SFT model
 ckpt_interval = 25
-param_dtype = 'bfloat16'              # weights in bf16 (no fp32 master copy)
+autocast_dtype = 'bfloat16'           # fp32 master weights + AdamW, bf16 autocast and a bf16 sampling copy

@@ -16,7 +16,8 @@ temperature = 0.7             # rollouts (and the loss) at the evaluation's temp
                               # model rambles (realized ratios 1.25-1.46 at <COMP_100>) and RL tunes a policy nobody runs
 learning_rate = 1e-4
 mu = 2
-micro_batch_size = 32
+micro_batch_tokens = 16384    # padded tokens per forward/backward: ~32 rollouts of ~450 tokens
+activation_checkpointing = False
 eps_low = 0.2
 eps_high = 0.28
 ckpt_interval = 5

@@ -59,7 +59,7 @@ def test_control_token_receives_exactly_ctrl_advantage():
     a_main, a_ctrl = tc.group_advantages(r_main), tc.group_advantages(r_ctrl)
     rollouts = []
     for i, (prompt, toks) in enumerate([([5, 6, 7], [11, 3, 4, 2]), ([5, 6], [12, 3, 2]), ([5, 6, 7, 8], [13, 9])]):
-        rollouts.append({'prompt_ids': prompt, 'tokens': toks, 'logprobs': [-0.5] * len(toks),
+        rollouts.append({'prompt_ids': prompt, 'tokens': toks, 'logp_old': [-0.5] * len(toks),
                          'token_adv': tc.token_advantages(len(toks), a_main[i], a_ctrl[i])})
     x, y, old, adv = tc.pack_rollouts(rollouts, pad_id=0, device='cpu')
     for b, r in enumerate(rollouts):
@@ -118,7 +118,7 @@ def make_rollouts(model, n, seed):
         P, R = 3 + i % 4, 2 + (i * 3) % 7
         r = {'prompt_ids': torch.randint(1, 50, (P,), generator=g).tolist(),
              'tokens': torch.randint(1, 50, (R,), generator=g).tolist()}
-        r['logprobs'] = [x + 0.05 * ((k % 3) - 1) for k, x in enumerate(seq_logprobs(model, r))]  # off-policy a bit
+        r['logp_old'] = [x + 0.05 * ((k % 3) - 1) for k, x in enumerate(seq_logprobs(model, r))]  # off-policy a bit
         adv = torch.randn(R, generator=g).tolist()
         r['token_adv'] = adv
         out.append(r)
@@ -149,7 +149,8 @@ def test_one_step_raises_logprob_of_positive_advantage_rollout():
         r['token_adv'] = [a] * len(r['tokens'])
     before_good, before_bad = sum(seq_logprobs(model, good)), sum(seq_logprobs(model, bad))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
-    tc.policy_update(model, model, None, opt, [good, bad], 1, 0, 'cpu', mu=1, micro_batch_size=4, grad_clip=1.0, **LOSS)
+    tc.policy_update(model, model, None, opt, [good, bad], 1, 0, 'cpu', mu=1, micro_batch_tokens=64, grad_clip=1.0,
+                     **LOSS)
     assert sum(seq_logprobs(model, good)) > before_good + 0.1
     assert sum(seq_logprobs(model, bad)) < before_bad - 0.1
 
@@ -179,7 +180,7 @@ def rl_setup(tmp_path_factory):
 def _args(s, out_dir, **kw):
     args = {'init_from': s['ckpt'], 'rl_path': s['rl'], 'teacher_path': s['teacher'], 'stage': 'train',
             'out_dir': str(out_dir), 'questions_per_step': 4, 'group_size': 3, 'max_new_tokens': 6,
-            'learning_rate': 1e-2, 'micro_batch_size': 2, **kw}
+            'learning_rate': 1e-2, 'micro_batch_tokens': 128, **kw}
     return [f'--{k}={v}' for k, v in args.items()]
 
 
