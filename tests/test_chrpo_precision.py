@@ -1,4 +1,4 @@
-"""CHRPO at paper scale, checked on CPU (train_chrpo.py, issue 12): fp32 master weights and AdamW
+"""CHRPO at paper scale, checked on CPU (train_chrpo.py, chrpo_loss.py; issue 12): fp32 master weights and AdamW
 state under bf16 autocast (a 1e-6 step moves an RMSNorm gain), exact resume from them; logp_old
 from the training forward (rho = 1 on the first mini-batch, whatever the sampler said);
 micro-batches capped by tokens and activation checkpointing leave the gradient unchanged; the
@@ -15,10 +15,12 @@ import pytest
 import torch
 from safetensors import safe_open
 
+import chrpo_loss as cl
 import train_chrpo as tc
 from common import find_checkpoint, load_train_state
 from corpus import generate_corpus
 from model import Qwen3, Qwen3Config
+from optim import make_autocast
 from qwen_like import qwen_like_checkpoint
 from tokenizer import train_tokenizer
 
@@ -62,10 +64,10 @@ def one_update_gradient(micro_batch_tokens, checkpointing=False, monkeypatch=Non
     """The gradient of one CHRPO update (mu = 1) of a fresh tiny model, and the micro-batch count."""
     model = tiny_model().set_activation_checkpointing(checkpointing)
     spy, calls = GradSpy(model), []
-    real = tc.micro_batch_loss
-    monkeypatch.setattr(tc, 'micro_batch_loss', lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = cl.micro_batch_loss
+    monkeypatch.setattr(cl, 'micro_batch_loss', lambda *a, **k: calls.append(1) or real(*a, **k))
     torch.manual_seed(0)  # the rollout shuffle
-    tc.policy_update(model, model, None, spy, random_rollouts(9, seed=3), 1, 0, 'cpu', mu=1,
+    cl.policy_update(model, model, None, spy, random_rollouts(9, seed=3), 1, 0, 'cpu', mu=1,
                      micro_batch_tokens=micro_batch_tokens, grad_clip=1e9, **LOSS)
     return spy.grads[0], len(calls)
 
@@ -81,7 +83,7 @@ def test_first_mini_batch_is_exactly_on_policy(amp, monkeypatch):
     model = tiny_model(seed=1)
     rollouts = random_rollouts(8, seed=5)
     seen, steps = [], []
-    real = tc.clipped_surrogate
+    real = cl.clipped_surrogate
 
     def spy(logp_new, logp_old, adv, lo, hi):
         seen.append((len(steps), logp_new.detach().clone(), logp_old.clone(), adv != 0))
@@ -90,9 +92,9 @@ def test_first_mini_batch_is_exactly_on_policy(amp, monkeypatch):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     real_step = opt.step
     monkeypatch.setattr(opt, 'step', lambda: steps.append(1) or real_step())
-    monkeypatch.setattr(tc, 'clipped_surrogate', spy)
-    stats = tc.policy_update(model, model, None, opt, rollouts, 1, 0, 'cpu', mu=2, micro_batch_tokens=40,
-                             grad_clip=1.0, autocast=tc.make_autocast('cpu', amp), **LOSS)
+    monkeypatch.setattr(cl, 'clipped_surrogate', spy)
+    stats = cl.policy_update(model, model, None, opt, rollouts, 1, 0, 'cpu', mu=2, micro_batch_tokens=40,
+                             grad_clip=1.0, autocast=make_autocast('cpu', amp), **LOSS)
     first = [(new, old, m) for k, new, old, m in seen if k == 0]
     second = [(new, old, m) for k, new, old, m in seen if k == 1]
     assert len(first) >= 2 and second  # several micro-batches in the first mini-batch, then a second one
@@ -109,9 +111,9 @@ def test_logp_old_is_in_fp32_even_under_bf16_autocast(monkeypatch):
     """Both sides of the ratio use fp32 logits (compute_dtype), not autocast's bf16 head."""
     model = tiny_model(seed=2)
     rollouts = random_rollouts(3, seed=1)
-    x, y = tc.pack_rollouts(rollouts, 0, 'cpu', keys=())
-    ref = tc.token_logprobs(model, model.lm_head.weight, x, y.flatten(), 0.8, tc.make_autocast('cpu', 'float32'))
-    got = tc.token_logprobs(model, model.lm_head.weight, x, y.flatten(), 0.8, tc.make_autocast('cpu', 'bfloat16'))
+    x, y = cl.pack_rollouts(rollouts, 0, 'cpu', keys=())
+    ref = cl.token_logprobs(model, model.lm_head.weight, x, y.flatten(), 0.8, make_autocast('cpu', 'float32'))
+    got = cl.token_logprobs(model, model.lm_head.weight, x, y.flatten(), 0.8, make_autocast('cpu', 'bfloat16'))
     with torch.autocast('cpu', dtype=torch.bfloat16):  # what a bf16 LM head would give
         hidden = model(x, return_hidden=True).flatten(0, 1)
         bf16_head = torch.log_softmax((hidden @ model.lm_head.weight.T).float() / 0.8, -1)
@@ -138,12 +140,12 @@ def test_gradient_is_the_same_for_any_micro_batch_token_cap(monkeypatch):
 
 def test_split_by_tokens_caps_padded_tokens():
     rollouts = random_rollouts(20, seed=9)
-    micro = tc.split_by_tokens(rollouts, 40)
+    micro = cl.split_by_tokens(rollouts, 40)
     assert sorted(id(r) for mb in micro for r in mb) == sorted(id(r) for r in rollouts)  # each exactly once
     for mb in micro:
         width = max(len(r['prompt_ids']) + len(r['tokens']) - 1 for r in mb)
         assert len(mb) * width <= 40 or len(mb) == 1  # a rollout longer than the cap goes alone
-    assert len(tc.split_by_tokens(rollouts, 10)) > len(micro) > len(tc.split_by_tokens(rollouts, 400))
+    assert len(cl.split_by_tokens(rollouts, 10)) > len(micro) > len(cl.split_by_tokens(rollouts, 400))
 
 
 def test_activation_checkpointing_gives_the_same_update_gradient(monkeypatch):
@@ -192,7 +194,8 @@ def fake_reward(sample, teacher, **kw):
 
 
 def run_main(monkeypatch, files, out_dir, **kw):
-    """train_chrpo.main() in this process with the tiny files; returns (model, what sampled)."""
+    """train_chrpo.main() in this process with the tiny files; returns (model, the state dict of the
+    model each rollout batch was sampled with)."""
     cfg = dict(init_from=files['ckpt'], tokenizer_path='', rl_path=files['rl'], teacher_path=files['teacher'],
                stage='train', out_dir=str(out_dir), max_iters=1, questions_per_step=4, group_size=2,
                max_new_tokens=6, temperature=1.0, top_p=1.0, mu=1, micro_batch_tokens=64, learning_rate=1e-6,
@@ -205,13 +208,14 @@ def run_main(monkeypatch, files, out_dir, **kw):
     sampled_with = []
     real = tc.sample_and_grade
     monkeypatch.setattr(tc, 'sample_and_grade', lambda model, *a, **k: sampled_with.append(
-        {p.dtype for p in model.parameters()}) or real(model, *a, **k))
+        {n: v.clone() for n, v in model.state_dict().items()}) or real(model, *a, **k))
     return tc.main(), sampled_with
 
 
 def test_bf16_run_keeps_fp32_master_weights_and_adamw_state(rl_files, tmp_path, monkeypatch):
     model, sampled_with = run_main(monkeypatch, rl_files, tmp_path / 'o', activation_checkpointing=True)
-    assert sampled_with == [{torch.bfloat16}]  # rollouts decode with the bf16 sampling copy
+    assert len(sampled_with) == 1  # rollouts decode with the bf16 sampling copy
+    assert {v.dtype for v in sampled_with[0].values()} == {torch.bfloat16}
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert model.activation_checkpointing  # the config switch reached the model
     state = load_train_state(find_checkpoint(str(tmp_path / 'o')))['optimizer']['state']
@@ -226,9 +230,15 @@ def test_bf16_run_keeps_fp32_master_weights_and_adamw_state(rl_files, tmp_path, 
 
 
 def test_bf16_resume_reaches_the_uninterrupted_weights(rl_files, tmp_path, monkeypatch):
-    full, _ = run_main(monkeypatch, rl_files, tmp_path / 'full', max_iters=2, learning_rate=1e-3)
-    run_main(monkeypatch, rl_files, tmp_path / 'cut', max_iters=1, learning_rate=1e-3)
-    resumed, _ = run_main(monkeypatch, rl_files, tmp_path / 'cut', max_iters=2, learning_rate=1e-3, resume=True)
+    """The checkpoint keeps the fp32 master weights; the sampling copy is rebuilt from them and the
+    KL reference reloaded from init_from, so a resumed run ends where an uninterrupted one does."""
+    kw = dict(learning_rate=1e-3, kl_coef=0.1)
+    full, sampled_with = run_main(monkeypatch, rl_files, tmp_path / 'full', max_iters=2, **kw)
+    after_one, _ = run_main(monkeypatch, rl_files, tmp_path / 'cut', max_iters=1, **kw)
+    resumed, _ = run_main(monkeypatch, rl_files, tmp_path / 'cut', max_iters=2, resume=True, **kw)
+    # step 2 sampled with the master weights after step 1, rounded to bf16 (the copy was refreshed)
+    for k, v in after_one.state_dict().items():
+        assert torch.equal(sampled_with[1][k], v.to(torch.bfloat16)), k
     for k, v in full.state_dict().items():
         assert torch.equal(v, resumed.state_dict()[k]), k
 

@@ -74,6 +74,18 @@ def test_global_batch_is_the_same_on_1_and_8_gpus():
         train_sft.accumulation_steps(8, 16, 1)
 
 
+def test_a_step_accumulates_global_batch_over_batch_size_micro_batches(tiny_data, tmp_path, monkeypatch):
+    seen = []
+    real = train_sft.accumulate_gradients
+    monkeypatch.setattr(train_sft, 'accumulate_gradients',
+                        lambda model, micro, *a: seen.append([x.shape[0] for x, _, _ in micro]) or real(model, micro, *a))
+    run_main(monkeypatch, tiny_data, tmp_path / 'o', batch_size=4, global_batch_size=12)
+    assert seen == [[4, 4, 4]] * 2  # 12 examples a step in one process: 3 micro-batches of 4, two steps
+    seen.clear()
+    run_main(monkeypatch, tiny_data, tmp_path / 'p', batch_size=4, global_batch_size=0)
+    assert seen == [[4]] * 2
+
+
 def test_bf16_autocast_keeps_fp32_master_weights_and_adamw_state(tiny_data, tmp_path, monkeypatch):
     model = run_main(monkeypatch, tiny_data, tmp_path / 'o', autocast_dtype='bfloat16', learning_rate=1e-6)
     assert all(p.dtype == torch.float32 for p in model.parameters())
