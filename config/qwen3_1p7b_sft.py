@@ -5,10 +5,10 @@
 #   python train_sft.py config/qwen3_1p7b_sft.py                       # one GPU: the same run
 # Effective batch 64 on any number of GPUs: global_batch_size = 64 = batch_size x accumulation
 # x GPUs (8 GPUs: 4 micro-batches of 2 each, 1 GPU: 32). Memory plan (python memplan.py
-# config/qwen3_1p7b_sft.py): 1.7B fp32 master weights + grads + AdamW = 27 GiB a GPU (+ 6.4
-# GiB of DDP buckets on 8); with activation checkpointing 2 x 6144 tokens of activations are
-# ~4 GiB instead of ~43, so 1 GPU and 8 GPUs (DDP) both fit 80 GB. --fsdp=True shards the
-# rest when a larger model does not.
+# config/qwen3_1p7b_sft.py, printed by the script too): fp32 master weights + grads + AdamW =
+# 25.6 GiB a GPU (+ 6.4 GiB of DDP buckets on 8); with activation checkpointing 2 x 6144
+# tokens hold 4.3 GiB of activations instead of 39: 37.1 GiB on 1 GPU, 43.5 on 8 (without it
+# 71.9 and 78.3 of 79.2). --fsdp=True shards the rest when a larger model does not fit.
 out_dir = 'out/qwen3_1p7b_sft'
 init_from = 'Qwen/Qwen3-1.7B'
 data_path = 'out/data/sft_mixed.jsonl'
@@ -28,7 +28,7 @@ beta1 = 0.9
 beta2 = 0.999
 grad_clip = 1.0
 autocast_dtype = 'bfloat16'           # fp32 master weights, bf16 matmuls
-activation_checkpointing = True       # ~43 GiB of activations without it (memplan): no room on 1 GPU
+activation_checkpointing = True       # without it: 39 GiB of activations, 0.9 GiB spare on 8 GPUs (memplan)
 fsdp = False
 compile = False
 log_interval = 10

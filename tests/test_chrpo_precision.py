@@ -16,6 +16,7 @@ import torch
 from safetensors import safe_open
 
 import chrpo_loss as cl
+import memplan
 import train_chrpo as tc
 from common import find_checkpoint, load_train_state
 from corpus import generate_corpus
@@ -269,3 +270,11 @@ def test_checkpoint_with_budget_tokens_in_untrained_padding_rows_is_refused(tmp_
     ckpt = qwen_like_checkpoint(tmp_path)
     with pytest.raises(ValueError, match='run SFT with the budget tokens first'):
         tc.load_policy(ckpt, '', 'cpu')
+
+
+def test_memory_plan_counts_the_rows_the_sampler_decodes_at_once():
+    assert memplan.prompts_per_decode(8, 8, 64) == 8  # 8 questions x 8 samples in one batch
+    assert memplan.prompts_per_decode(64, 8, 64) == 8  # 1 GPU, 64 questions: sample_batch_size caps it
+    assert memplan.prompts_per_decode(64, 8, 0) == 64  # 0: everything at once
+    assert memplan.prompts_per_decode(16, 4, 10) == 3  # a batch can cut a group
+    assert memplan.budget_bytes('cpu') is None and memplan.budget_bytes('cpu', 2.0) == 2 * memplan.GiB
