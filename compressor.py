@@ -36,7 +36,7 @@ import re
 
 import torch
 
-from model import Qwen3, Qwen3Config
+from model import Qwen3, Qwen3Config, resolve_model_dir, trained_vocab_size
 from tokenizer import load_tokenizer
 
 
@@ -107,8 +107,8 @@ def build_model(tok, init_from, seed, n_layer, n_embd, n_head, n_kv_head, interm
                            pad_token_id=tok.pad_id, torch_dtype='float32')
         return Qwen3(mcfg, num_labels=2, causal=False).init_weights(seed)
     model = Qwen3.from_pretrained(init_from, dtype=torch.float32, num_labels=2, causal=False)
-    if model.config.vocab_size < tok.vocab_size:  # budget tokens appended to a Qwen3 tokenizer
-        model.resize_token_embeddings(tok.vocab_size)
+    # budget tokens appended to a Qwen3 tokenizer: the mean trained row, also inside the padding rows
+    model.fit_vocab(tok.vocab_size, trained_vocab_size(resolve_model_dir(init_from), model.config.vocab_size))
     return model
 
 

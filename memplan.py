@@ -9,7 +9,7 @@ prints the plan on rank 0 and stops, naming the config keys to change, when it d
 
     import memplan   # in a script, once the model is built (wiring: see each *_plan docstring)
     phases = memplan.sft_plan(model.config, batch_size, max_len, dtype, fsdp, world, activation_checkpointing)
-    memplan.check(phases, memplan.device_bytes(device), 'train_sft', print_fn=print0)
+    memplan.check(phases, memplan.budget_bytes(device, memory_budget_gb), 'train_sft', print_fn=print0)
 
 What is counted, per GPU (bytes; p = parameter dtype bytes, c = compute (autocast) dtype bytes):
 - weights n_params * p, gradients n_params * p, AdamW's two moments n_params * p (fp32 master
@@ -220,26 +220,33 @@ def sft_plan(cfg, batch_size, max_len, dtype, fsdp, world, activation_checkpoint
                                       'batch_size, max_len')}
 
 
-def chrpo_plan(cfg, rollout_prompts, group_size, micro_batch_size, prompt_len, max_new_tokens, top_p, dtype,
+def chrpo_plan(cfg, rollout_prompts, group_size, micro_batch_tokens, prompt_len, max_new_tokens, top_p, dtype,
                world, activation_checkpointing=False, kl_coef=0.0, teacher_prompts=0, teacher_samples=1):
     """train_chrpo.py: fp32 master weights + AdamW under `dtype` autocast, a `dtype` sampling
     copy for rollouts, a frozen `dtype` reference when kl_coef > 0. rollout_prompts: questions
-    decoded at once on this GPU (questions_per_step / world, or sample_batch_size / group_size);
-    teacher_prompts: the teacher pass's (teacher_chunk / world), teacher_samples each, at every
-    budget in turn. Wire in main after the optimizer is built."""
+    decoded at once on this GPU (prompts_per_decode); teacher_prompts: the teacher pass's,
+    teacher_samples each, at every budget in turn. An update's micro-batch holds up to
+    micro_batch_tokens padded tokens, or one rollout of up to prompt_len + max_new_tokens."""
     c = _dtype_bytes(dtype, 'dtype')
-    train = training_rows(cfg, micro_batch_size * (prompt_len + max_new_tokens), 4, c, activation_checkpointing,
-                          False, world, 'micro_batch_size, max_new_tokens', shard_key='')
+    train = training_rows(cfg, max(micro_batch_tokens, prompt_len + max_new_tokens), 4, c, activation_checkpointing,
+                          False, world, 'micro_batch_tokens', shard_key='')
     ref = [_row('frozen reference model', param_counts(cfg)['total'] * c, 'kl_coef')] if kl_coef > 0 else []
     rollouts = _resident(train, 'training state') + ref + sampling_rows(
         cfg, c, c, rollout_prompts * group_size, rollout_prompts, prompt_len, max_new_tokens, top_p,
         'sample_batch_size, max_new_tokens', weights='weights (sampling copy)')
     phases = {'rollouts': rollouts, 'update': train[:-1] + ref + train[-1:]}
-    if teacher_prompts:
-        phases['teacher labels'] = sampling_rows(cfg, c, c, teacher_prompts * teacher_samples, teacher_prompts,
-                                                 prompt_len, max_new_tokens, top_p,
-                                                 'teacher_chunk, teacher_samples, max_new_tokens')
+    if teacher_prompts:  # the fp32 policy stays resident beside the sampling copy the teacher pass decodes with
+        phases['teacher labels'] = train[:1] + sampling_rows(
+            cfg, c, c, teacher_prompts * teacher_samples, teacher_prompts, prompt_len, max_new_tokens, top_p,
+            'sample_batch_size, teacher_chunk, teacher_samples, max_new_tokens', weights='weights (sampling copy)')
     return phases
+
+
+def prompts_per_decode(n_prompts, n, batch_size=None):
+    """Distinct prompts in one sampler batch when n_prompts prompts are sampled n times each and
+    the sampler decodes at most batch_size rows at once (None or 0: all)."""
+    rows = n_prompts * n if not batch_size else min(batch_size, n_prompts * n)
+    return max(1, min(n_prompts, math.ceil(rows / n)))
 
 
 def eval_plan(cfg, batch_size, prompt_len, max_new_tokens, top_p, dtype, n_samples=1):
@@ -266,6 +273,12 @@ def device_bytes(device):
     if torch.device(device).type != 'cuda':
         return None
     return torch.cuda.get_device_properties(torch.device(device)).total_memory
+
+
+def budget_bytes(device, budget_gib=0.0):
+    """The limit a script checks its plan against: budget_gib GiB when > 0 (a config's
+    memory_budget_gb; also on CPU, where it forces the check), else device_bytes(device)."""
+    return int(budget_gib * GiB) if budget_gib > 0 else device_bytes(device)
 
 
 def format_plan(phases, title, limit=None):
@@ -343,24 +356,29 @@ def resolve_shape(names, shape=''):
                      f'(one of {sorted(KNOWN_SHAPES)}) or --shape=<folder with config.json>')
 
 
+# the config key holding each stage's dtype: the autocast dtype (fp32 master weights) in the
+# training scripts, the weights' dtype in evaluation
+DTYPE_KEYS = {'sft': 'autocast_dtype', 'chrpo': 'autocast_dtype', 'compressor': 'autocast_dtype', 'eval': 'param_dtype'}
+
+
 def plan_for_config(config, cfg, world, prompt_len):
     """The phases of the stage `config` (a script's globals after the config file) configures."""
     stage = stage_of(config)
     ac = bool(config.get('activation_checkpointing', False))
+    dtype = config[DTYPE_KEYS[stage]]
     if stage == 'sft':
-        return sft_plan(cfg, config['batch_size'], config['max_len'], config['dtype'], config['fsdp'], world, ac)
+        return sft_plan(cfg, config['batch_size'], config['max_len'], dtype, config['fsdp'], world, ac)
     if stage == 'compressor':  # the shape's LM turned into the 2-label bidirectional classifier
         classifier = dataclasses.replace(cfg, num_labels=2, is_causal=False)
-        return compressor_plan(classifier, config['batch_size'], config['max_len'], config['dtype'], world, ac)
+        return compressor_plan(classifier, config['batch_size'], config['max_len'], dtype, world, ac)
     if stage == 'chrpo':
-        group = config['group_size']
-        prompts = max(1, config['sample_batch_size'] // group) if config['sample_batch_size'] else \
-            math.ceil(config['questions_per_step'] / world)
-        return chrpo_plan(cfg, prompts, group, config['micro_batch_size'], prompt_len, config['max_new_tokens'],
-                          config['top_p'], config['dtype'], world, ac, config['kl_coef'],
-                          math.ceil(config['teacher_chunk'] / world), config['teacher_samples'])
+        sbs, per_rank = config['sample_batch_size'], math.ceil(config['questions_per_step'] / world)
+        teacher = prompts_per_decode(math.ceil(config['teacher_chunk'] / world), config['teacher_samples'], sbs)
+        return chrpo_plan(cfg, prompts_per_decode(per_rank, config['group_size'], sbs), config['group_size'],
+                          config['micro_batch_tokens'], prompt_len, config['max_new_tokens'], config['top_p'],
+                          dtype, world, ac, config['kl_coef'], teacher, config['teacher_samples'])
     return eval_plan(cfg, config['batch_size'], prompt_len, config['max_new_tokens'], config['top_p'],
-                     config['dtype'], config['n_samples'])
+                     dtype, config['n_samples'])
 
 
 def main(argv):
@@ -387,7 +405,7 @@ def main(argv):
     names = list(config['models'].values()) if stage == 'eval' else [config.get('init_from', '')]
     cfg, shape_name = resolve_shape(names + [files[0]], shape)
     how = 'weights' if stage == 'eval' else 'fp32 master weights + AdamW under autocast to'
-    print(f'{files[0]}: stage {stage}, model {shape_name}, {how} {config.get("dtype")}, '
+    print(f'{files[0]}: stage {stage}, model {shape_name}, {how} {config.get(DTYPE_KEYS[stage])}, '
           f'prompts of {prompt_len} tokens (--prompt_len; rollouts/eval only)')
     failed = False
     for world in gpus:

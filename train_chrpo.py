@@ -19,7 +19,7 @@ Two phases:
    any budget, and failing that max_new_tokens). build_sft_data.py reads g* from these
    rows to make the POLICY warm-up items (<COMP_AUTO> answered at g*).
 2. The loop. Each step every rank takes its own `questions_per_step / world` questions and
-   samples G = `group_size` rollouts each in POLICY mode, keeping the sampling log-probs.
+   samples G = `group_size` rollouts each in POLICY mode.
    Per rollout (rewards.py): chosen budget c (first generated token), realized ratio
    r = think_tokens / L, correct, valid -> R_main and R_ctrl. Advantages are normalized
    within each group, separately for the two rewards:
@@ -31,29 +31,28 @@ Two phases:
    Groups where both rewards are equal for all G rollouts carry no signal: they are dropped
    from the batch (not just zero-weighted, so their tokens do not dilute the token-level
    normalization) and counted in `skipped_groups`.
-   Loss per response token t of rollout i, rho = exp(logp_new - logp_sample):
-       l_t = -min(rho * A_t, clip(rho, 1 - eps_low, 1 + eps_high) * A_t)  [+ kl_coef * k3_t]
-       k3_t = exp(logp_ref - logp_new) - (logp_ref - logp_new) - 1     (off by default)
-       loss = sum over the global mini-batch of l_t / (its all-reduced token count)
-   The rollout batch is split into `mu` mini-batches, one optimizer step each; each
-   mini-batch is run in micro-batches of `micro_batch_size` rollouts with gradient
-   accumulation. Because every micro-batch divides by the *global* token count of its
-   mini-batch, the gradient does not depend on how rollouts are split into micro-batches
-   or across ranks. Log-probs come from kernels.py fused with the LM head, at the sampling
-   temperature (rollouts use top_p = 1 so the behaviour distribution is exactly the
-   tempered softmax the loss sees).
+   The update (chrpo_loss.py): a clipped surrogate per response token, rho = exp(logp_new -
+   logp_old) with logp_old from the training forward, normalized by the global token count of
+   each of `mu` mini-batches (questions_per_step * group_size / mu rollouts an optimizer step,
+   on any number of GPUs), run in micro-batches of at most `micro_batch_tokens` padded tokens.
+
+Precision (optim.py): fp32 master weights, gradients and AdamW state (the checkpoint keeps
+them: resume is exact); bf16 (`autocast_dtype`) only inside autocast and in the sampling copy
+rollouts decode with, refreshed after every update. Memory: memplan.chrpo_plan is printed
+before anything runs, and the run refused when a phase does not fit (`memory_budget_gb`).
 """
 import copy
+import math
 import os
 import time
 from collections import Counter
-from contextlib import nullcontext
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
+import memplan
 import rewards
 from common import (all_reduce_sum, append_jsonl, barrier, cleanup_dist, epoch_permutation, find_checkpoint,
                     load_train_state, print0, read_jsonl, read_jsonl_tolerant, rng_state, save_checkpoint,
@@ -61,9 +60,11 @@ from common import (all_reduce_sum, append_jsonl, barrier, cleanup_dist, epoch_p
 from configurator import config_snapshot
 from data import BUDGETS, FIXED_MODES, mode_name
 from tokenizer import load_tokenizer
-from evaluate import finished_questions, sample_and_grade, sample_in_chunks
-from kernels import fused_linear_token_logprobs
-from model import Qwen3
+from chrpo_loss import policy_update
+from evaluate import build_prompts, finished_questions, sample_and_grade, sample_in_chunks
+from model import Qwen3, resolve_model_dir, trained_vocab_size
+from optim import (DTYPES, adamw, autocast_dtype as resolve_autocast_dtype, lr_at, make_autocast,
+                   refresh_sampling_copy, sampling_copy)
 
 # -----------------------------------------------------------------------------
 # config (defaults = the tiny embedded run; paper scale in config/qwen3_1p7b_chrpo.py)
@@ -91,10 +92,10 @@ sample_batch_size = 0              # rows decoded at once (0 = all)
 # optimization
 learning_rate = 2e-5               # AdamW lr (constant after warmup)
 warmup_iters = 0                   # linear warmup steps
-weight_decay = 0.0                 # AdamW decoupled decay (on every parameter)
+weight_decay = 0.0                 # AdamW decoupled decay (matrices only)
 grad_clip = 1.0                    # max global grad norm per optimizer step
-mu = 2                             # mini-batch updates per rollout batch
-micro_batch_size = 16              # rollouts per forward/backward
+mu = 2                             # mini-batch updates per rollout batch (must divide a rank's rollouts)
+micro_batch_tokens = 16384         # padded tokens per forward/backward (a longer rollout goes alone)
 eps_low = 0.2                      # clip range below 1
 eps_high = 0.28                    # clip range above 1 (clip-higher, DAPO)
 kl_coef = 0.0                      # k3 KL to the frozen initial model; 0 = off (no reference kept)
@@ -108,7 +109,9 @@ adv_std_floor = 0.25               # group std is floored here before dividing (
 seed = 1337                        # sampling seeds and the question order
 ckpt_interval = 10                 # steps between checkpoints
 resume = False                     # continue from {out_dir}/ckpt
-param_dtype = 'auto'               # weights (no autocast): 'auto' = bfloat16 on CUDA, float32 on CPU
+autocast_dtype = 'auto'            # 'auto' = bf16 on CUDA, fp32 (off) on CPU; also the sampling copy's dtype
+activation_checkpointing = False   # recompute each block in backward (much less activation memory)
+memory_budget_gb = 0.0             # GiB a device the memory plan must fit; 0 = the CUDA device's (CPU: no check)
 log_interval = 1                   # steps between printed lines (metrics.jsonl gets every step)
 
 
@@ -278,107 +281,6 @@ def score_groups(samples, items, teacher, group_size, reward_kw, adv_std_floor, 
 
 
 # -----------------------------------------------------------------------------
-# the loss
-
-
-def clipped_surrogate(logp_new, logp_old, adv, eps_lo, eps_hi):
-    """Per-token -min(rho A, clip(rho, 1-eps_lo, 1+eps_hi) A), rho = exp(logp_new - logp_old).
-    Returns (loss_per_token, clipped_mask)."""
-    rho = torch.exp(logp_new - logp_old)
-    unclipped = rho * adv
-    clipped = rho.clamp(1 - eps_lo, 1 + eps_hi) * adv
-    loss = -torch.minimum(unclipped, clipped)
-    clipped_mask = ((adv > 0) & (rho > 1 + eps_hi)) | ((adv < 0) & (rho < 1 - eps_lo))
-    return loss, clipped_mask
-
-
-def pack_rollouts(rollouts, pad_id, device):
-    """Right-pad prompt+response sequences. Returns input ids [B, T] (the last response token
-    is never an input), targets [B, T] (response tokens at the positions that predict them,
-    -100 elsewhere), and old log-probs / advantages aligned with targets."""
-    seqs = [r['prompt_ids'] + r['tokens'] for r in rollouts]
-    T = max(len(s) for s in seqs) - 1
-    B = len(rollouts)
-    x = torch.full((B, T), pad_id, dtype=torch.long)
-    y = torch.full((B, T), -100, dtype=torch.long)
-    old = torch.zeros(B, T, dtype=torch.float32)
-    adv = torch.zeros(B, T, dtype=torch.float32)
-    for b, (r, s) in enumerate(zip(rollouts, seqs)):
-        P, R = len(r['prompt_ids']), len(r['tokens'])
-        x[b, :len(s) - 1] = torch.tensor(s[:-1])
-        # the token at sequence index P + k (response token k) is predicted at position P + k - 1
-        y[b, P - 1:P - 1 + R] = torch.tensor(r['tokens'])
-        old[b, P - 1:P - 1 + R] = torch.tensor(r['logprobs'], dtype=torch.float32)
-        adv[b, P - 1:P - 1 + R] = torch.tensor(r['token_adv'], dtype=torch.float32)
-    return x.to(device), y.to(device), old.to(device), adv.to(device)
-
-
-def micro_batch_loss(ddp_model, raw_model, ref_model, rollouts, global_tokens, world, pad_id, device, *,
-                     temperature, eps_low, eps_high, kl_coef):
-    """Loss of one micro-batch, already divided by the mini-batch's global token count (and
-    multiplied by world size, because DDP averages gradients over ranks). Log-probs at the
-    sampling `temperature`; the k3 KL to ref_model (None = off) weighs kl_coef. Returns
-    (loss, stats dict of sums)."""
-    x, y, old, adv = pack_rollouts(rollouts, pad_id, device)
-    hidden = ddp_model(x, return_hidden=True)
-    flat_y = y.flatten()
-    logp, entropy = fused_linear_token_logprobs(hidden.flatten(0, 1), raw_model.lm_head.weight, flat_y,
-                                                temperature=temperature, return_entropy=True)
-    mask = flat_y != -100
-    loss_tok, clipped = clipped_surrogate(logp, old.flatten(), adv.flatten(), eps_low, eps_high)
-    kl_tok = torch.zeros_like(logp)
-    if ref_model is not None:
-        with torch.no_grad():
-            ref_hidden = ref_model(x, return_hidden=True)
-            ref_logp = fused_linear_token_logprobs(ref_hidden.flatten(0, 1), ref_model.lm_head.weight, flat_y,
-                                                   temperature=temperature)
-        d = ref_logp - logp
-        kl_tok = torch.exp(d) - d - 1  # k3 estimator of KL(new || ref), >= 0
-        loss_tok = loss_tok + kl_coef * kl_tok
-    loss = (loss_tok * mask).sum() / global_tokens * world
-    m = mask.float()
-    stats = {'tokens': m.sum().item(), 'clipped': (clipped.float() * m).sum().item(),
-             'entropy': (entropy.detach() * m).sum().item(), 'kl_ref': (kl_tok.detach() * m).sum().item(),
-             'approx_kl': ((old.flatten() - logp.detach()) * m).sum().item()}
-    return loss, stats
-
-
-def policy_update(ddp_model, model, ref_model, optimizer, rollouts, world, pad_id, device, *, mu, micro_batch_size,
-                  grad_clip, temperature, eps_low, eps_high, kl_coef):
-    """mu optimizer steps on this rank's rollouts (each with 'prompt_ids', 'tokens',
-    'logprobs', 'token_adv'), each mini-batch in micro-batches of micro_batch_size rollouts,
-    grad norm clipped to grad_clip (the loss terms: micro_batch_loss). Every rank must call
-    it, even with no rollouts: an empty micro-batch runs a zero-loss pass so DDP's gradient
-    all-reduce stays in step.
-    Returns summed stats (tokens, clipped, entropy, kl_ref, approx_kl, grad_norm)."""
-    stats = Counter()
-    model.train()
-    perm = torch.randperm(len(rollouts)).tolist()
-    rollouts = [rollouts[i] for i in perm]
-    for mb in [rollouts[k::mu] for k in range(mu)]:
-        global_tokens = max(1.0, all_reduce_sum([sum(len(r['tokens']) for r in mb)], device)[0])
-        micro = [mb[k:k + micro_batch_size] for k in range(0, len(mb), micro_batch_size)] or [None]
-        for k, mbatch in enumerate(micro):
-            last = k == len(micro) - 1
-            # accumulate locally, all-reduce once per mini-batch (on its last micro-batch)
-            with ddp_model.no_sync() if (world > 1 and not last) else nullcontext():
-                if mbatch is None:
-                    h = ddp_model(torch.full((1, 1), pad_id, device=device), return_hidden=True)
-                    loss, st = h.sum() * 0.0 + model.lm_head.weight.sum() * 0.0, {}
-                else:
-                    loss, st = micro_batch_loss(ddp_model, model, ref_model, mbatch, global_tokens, world, pad_id,
-                                                device, temperature=temperature, eps_low=eps_low, eps_high=eps_high,
-                                                kl_coef=kl_coef)
-                loss.backward()
-            for key, v in st.items():
-                stats['loss_' + key] += v
-        stats['grad_norm'] += float(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip))
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    return stats
-
-
-# -----------------------------------------------------------------------------
 # question schedule
 
 
@@ -393,18 +295,39 @@ def step_questions(n_items, step, per_step, run_seed):
     return out
 
 
+def initial_model(sample_model, ckpt, init_from, amp, device):
+    """The initial (SFT) policy in the sampling dtype, for the teacher pass and the KL reference:
+    the sampling copy before any update, or init_from reloaded when resuming from `ckpt`."""
+    if ckpt is None:
+        return sample_model
+    return Qwen3.from_pretrained(init_from, dtype=DTYPES[amp], device=device).eval().requires_grad_(False)
+
+
+def rollouts_per_update(questions_per_step, group_size, mu, world):
+    """(questions per rank, rollouts per optimizer step over all ranks): questions_per_step is
+    global, so an update's questions_per_step * group_size / mu rollouts do not depend on world."""
+    per_rank, rest = divmod(questions_per_step, world)
+    if rest or (per_rank * group_size) % mu:
+        raise ValueError(f'questions_per_step / world * group_size = {questions_per_step} / {world} * {group_size} '
+                         f'must be whole and a multiple of mu = {mu}: change questions_per_step, group_size or mu')
+    return per_rank, questions_per_step * group_size // mu
+
+
 # -----------------------------------------------------------------------------
 # loading, metrics, checkpoints
 
 
-def load_policy(source, tokenizer_path, torch_dtype, device):
-    """The SFT (or resumed) model and its tokenizer, which must carry the budget tokens."""
+def load_policy(source, tokenizer_path, device):
+    """The SFT (or resumed) model in fp32 (the master weights) and its tokenizer, which must
+    carry the budget tokens, trained: the checkpoint's own tokenizer must already know every id
+    (a row-count check would miss budget tokens sitting in Qwen3's untrained padding rows)."""
     print0(f'loading {source}')
-    model = Qwen3.from_pretrained(source, dtype=torch_dtype, device=device)
+    model = Qwen3.from_pretrained(source, dtype=torch.float32, device=device)
     tok = load_tokenizer(tokenizer_path or source)
-    if tok.vocab_size > model.config.vocab_size:
-        raise ValueError(f'{source}: tokenizer has {tok.vocab_size} tokens but the model only '
-                         f'{model.config.vocab_size}; run SFT with the budget tokens first')
+    n_trained = trained_vocab_size(resolve_model_dir(source), model.config.vocab_size)
+    if tok.vocab_size > min(n_trained, model.config.vocab_size):
+        raise ValueError(f'{source}: tokenizer has {tok.vocab_size} tokens but the checkpoint was trained on '
+                         f'{n_trained} ({model.config.vocab_size} rows); run SFT with the budget tokens first')
     for m in ('auto', '0.2', '1.0'):
         if m not in tok.budget_ids:
             raise ValueError(f'{tokenizer_path or source}: tokenizer lacks the budget token for mode {m}')
@@ -431,7 +354,7 @@ def resume_state(ckpt, optimizer, rank):
 
 
 METRIC_KEYS = ['n', 'r_main', 'r_ctrl', 'correct', 'valid', 'gen_tokens', 'think_n', 'think_tokens', 'ratio_n',
-               'ratio', 'loss_tokens', 'loss_clipped', 'loss_entropy', 'loss_kl_ref', 'loss_approx_kl']
+               'ratio', 'loss_tokens', 'loss_clipped', 'loss_entropy', 'loss_kl_ref', 'loss_approx_kl', 'logp_gap']
 HIST_KEYS = FIXED_MODES + ['none']
 
 
@@ -453,6 +376,7 @@ def step_metrics(step, lr, stats, budget_hist, skipped, t_sample, t_train, world
             'budget_hist': {k: H[k] / S['n'] for k in HIST_KEYS if S['n']},
             'clip_frac': div(S['loss_clipped'], S['loss_tokens']), 'entropy': div(S['loss_entropy'], S['loss_tokens']),
             'kl_ref': div(S['loss_kl_ref'], S['loss_tokens']), 'approx_kl': div(S['loss_approx_kl'], S['loss_tokens']),
+            'sampler_logp_gap': div(S['logp_gap'], S['loss_tokens']),
             'skipped_groups': n_skipped, 'gen_tokens_per_s': div(S['gen_tokens'], ts),
             'time_sample_s': ts, 'time_train_s': tt, 'grad_norm': stats['grad_norm'] / mu}
 
@@ -487,20 +411,33 @@ def save_rl_checkpoint(out_dir, model, tok, optimizer, step, config, rank, world
 def main():
     rank, world, _, device = setup_dist()
     seed_everything(seed + rank)
-    os.makedirs(out_dir, exist_ok=True)
-    torch_dtype = ((torch.bfloat16 if device.type == 'cuda' else torch.float32) if param_dtype == 'auto'
-                   else getattr(torch, param_dtype))
+    amp = resolve_autocast_dtype(autocast_dtype, device)
+    per_rank, per_update = rollouts_per_update(questions_per_step, group_size, mu, world)
+    print0(f'{per_update} rollouts per update ({questions_per_step} questions x {group_size} / mu {mu}), '
+           f'{per_rank} questions per rank; autocast {amp}')
     t_path = teacher_path or os.path.join(out_dir, 'teacher_budgets.jsonl')
     config = config_snapshot(globals())
 
-    # ---- model, tokenizer, RL questions (resume beats init_from)
+    # ---- model (fp32 master weights), its sampling copy, tokenizer, RL questions (resume beats init_from)
     ckpt = find_checkpoint(out_dir) if resume else None
-    model, tok = load_policy(ckpt or init_from, tokenizer_path, torch_dtype, device)
+    model, tok = load_policy(ckpt or init_from, tokenizer_path, device)
     items = load_rl_items(rl_path, max_rl_questions)
+    # memory plan before anything is written (prompt_len + 1: the teacher's budget token may be longer than AUTO)
+    prompt_len = max(len(p) for p in build_prompts(tok, items, 'auto')) + 1
+    phases = memplan.chrpo_plan(
+        model.config, memplan.prompts_per_decode(per_rank, group_size, sample_batch_size), group_size,
+        micro_batch_tokens, prompt_len, max_new_tokens, top_p, amp, world, activation_checkpointing, kl_coef,
+        memplan.prompts_per_decode(math.ceil(teacher_chunk / world), teacher_samples, sample_batch_size),
+        teacher_samples)
+    runs = {'teacher': ['teacher labels'], 'train': ['rollouts', 'update']}.get(stage, list(phases))
+    memplan.check({k: v for k, v in phases.items() if k in runs}, memplan.budget_bytes(device, memory_budget_gb),
+                  'train_chrpo', print_fn=print0)
+    os.makedirs(out_dir, exist_ok=True)
+    sample_model = sampling_copy(model, amp)
 
     # ---- phase 1: teacher budgets (from the initial SFT model; skipped when cached and complete)
     if stage in ('teacher', 'all'):
-        teacher_model = model if ckpt is None else Qwen3.from_pretrained(init_from, dtype=torch_dtype, device=device)
+        teacher_model = initial_model(sample_model, ckpt, init_from, amp, device)
         compute_teacher_budgets(teacher_model, tok, items, t_path, rank, world, teacher_samples=teacher_samples,
                                 teacher_solve_share=teacher_solve_share, teacher_temperature=teacher_temperature,
                                 teacher_top_p=teacher_top_p, teacher_chunk=teacher_chunk,
@@ -512,27 +449,29 @@ def main():
     teacher = load_teacher(t_path, items, max_new_tokens)
 
     # ---- phase 2: CHRPO
-    ref_model = copy.deepcopy(model).eval().requires_grad_(False) if kl_coef > 0 else None
+    # the KL reference is the initial policy, also after a resume (a copy: the sampling copy moves on)
+    ref_model = None
+    if kl_coef > 0:
+        ref_model = copy.deepcopy(initial_model(sample_model, ckpt, init_from, amp, device)).eval().requires_grad_(False)
+    model.set_activation_checkpointing(activation_checkpointing)  # before DDP wraps it
     ddp_model = DDP(model) if world > 1 else model
-    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, betas=(0.9, 0.95),
-                                  weight_decay=weight_decay, fused=device.type == 'cuda')
+    optimizer = adamw(model, learning_rate, weight_decay, (0.9, 0.95), fused=device.type == 'cuda')
     step = resume_state(ckpt, optimizer, rank) if ckpt else 0
-    if world > 1 and questions_per_step % world:
-        raise SystemExit(f'questions_per_step ({questions_per_step}) must be a multiple of the world size ({world})')
+    autocast = make_autocast(device, amp)
     reward_kw = dict(max_new_tokens=max_new_tokens, reward_overrides=reward_overrides, use_mode_term=use_mode_term)
-    update_kw = dict(mu=mu, micro_batch_size=micro_batch_size, grad_clip=grad_clip, temperature=temperature,
-                     eps_low=eps_low, eps_high=eps_high, kl_coef=kl_coef)
+    update_kw = dict(mu=mu, micro_batch_tokens=micro_batch_tokens, grad_clip=grad_clip, temperature=temperature,
+                     eps_low=eps_low, eps_high=eps_high, kl_coef=kl_coef, autocast=autocast)
     bar = tqdm(total=max_iters, initial=step, disable=rank != 0, desc='chrpo')
     metrics_path = os.path.join(out_dir, 'metrics.jsonl')
     while step < max_iters:
-        lr = learning_rate * min(1.0, (step + 1) / warmup_iters) if warmup_iters else learning_rate
+        lr = lr_at(step, learning_rate, warmup_iters, max_iters, 'constant')
         for g in optimizer.param_groups:
             g['lr'] = lr
         # ---- rollouts: this rank's share of the step's questions, G samples each
         t0 = time.time()
         idx = step_questions(len(items), step, questions_per_step, seed)[rank::world]
         my_items = [items[i] for i in idx]
-        samples = sample_and_grade(model, tok, my_items, 'auto', n=group_size, temperature=temperature,
+        samples = sample_and_grade(sample_model, tok, my_items, 'auto', n=group_size, temperature=temperature,
                                    top_p=top_p, max_new_tokens=max_new_tokens,
                                    seed=seed * 7 + step * world + rank, batch_size=sample_batch_size or None)
         t_sample = time.time() - t0
@@ -540,9 +479,10 @@ def main():
         t1 = time.time()
         rollouts, skipped, stats, budget_hist = score_groups(samples, my_items, teacher, group_size, reward_kw,
                                                              adv_std_floor, use_ctrl_reward, skip_uniform_groups)
-        # ---- mu mini-batch updates, micro-batched, token-normalized over the global mini-batch
+        # ---- logp_old, then mu mini-batch updates, micro-batched, token-normalized over the global mini-batch
         stats.update(policy_update(ddp_model, model, ref_model, optimizer, rollouts, world, tok.pad_id, device,
                                    **update_kw))
+        refresh_sampling_copy(sample_model, model)
         t_train = time.time() - t1
         step += 1
         bar.update(1)

@@ -31,12 +31,14 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+import memplan
 from annotate import load_annotated
 from common import (all_reduce_sum, append_jsonl, atomic_torch_save, barrier, cleanup_dist, find_checkpoint,
                     is_main, load_train_state, print0, rng_state, save_checkpoint, seed_everything, set_rng_state,
                     setup_dist)
 from compressor import build_model, encode_pair, pad_examples, round_half_up
 from configurator import config_snapshot
+from optim import adamw, lr_at
 from tokenizer import load_tokenizer
 
 # -----------------------------------------------------------------------------
@@ -68,6 +70,8 @@ eval_interval = 50                  # steps between validations (and checkpoints
 patience = 4                        # stop after this many validations without a better macro-F1
 seed = 1337                         # init, data order
 autocast_dtype = 'float32'          # autocast dtype on CUDA ('float32' = off, 'bfloat16'); CPU always runs fp32
+activation_checkpointing = False    # recompute each block in backward (less activation memory)
+memory_budget_gb = 0.0              # GiB per device the memory plan must fit; 0 = the CUDA device's (CPU: no check)
 device_type = 'auto'                # 'auto', 'cpu' or 'cuda'
 
 
@@ -123,14 +127,6 @@ def metrics_from_counts(counts, ratios=(0.2, 0.4)):
     return out
 
 
-def lr_at(it, peak, warmup_frac, max_iters):
-    """Linear warmup over round(warmup_frac * max_iters) steps (at least 1), then linear decay to 0."""
-    warmup = max(1, round(warmup_frac * max_iters))
-    if it < warmup:
-        return peak * min(1.0, (it + 1) / warmup)
-    return peak * max(0.0, (max_iters - it) / max(1, max_iters - warmup))
-
-
 def labelled_examples(records, tok, max_len, max_q):
     """(ids, labels) per annotated record (compressor.encode_pair)."""
     return [(ids, labels) for ids, _, _, labels in
@@ -147,10 +143,8 @@ def train(model, tok, train_ex, val_ex, device, rank, world, out_dir, resume, ba
     `patience` validations without a better macro-F1. Returns the best validation metrics.
     When done, {out_dir}/ckpt holds the best weights, marked finished (a resume returns at once)."""
     t0 = time.time()
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{'params': decay, 'weight_decay': weight_decay},
-                             {'params': no_decay, 'weight_decay': 0.0}], lr=learning_rate, betas=(0.9, 0.98))
+    opt = adamw(model, learning_rate, weight_decay, (0.9, 0.98))
+    warmup = max(1, round(warmup_frac * max_iters))  # linear warmup, then linear decay to 0
     state = {'step': 0, 'best_f1': -1.0, 'best_metrics': None, 'bad_evals': 0, 'finished': False}
     ckpt = find_checkpoint(out_dir) if resume else None
     if ckpt:
@@ -199,8 +193,9 @@ def train(model, tok, train_ex, val_ex, device, rank, world, out_dir, resume, ba
         it = state['step']
         batch = [train_ex[order_rng.randrange(len(train_ex))] for _ in range(batch_size)]
         x, y, mask = pad_examples(batch, tok.pad_id)
+        lr = lr_at(it, learning_rate, warmup, max_iters, 'linear')
         for g in opt.param_groups:
-            g['lr'] = lr_at(it, learning_rate, warmup_frac, max_iters)
+            g['lr'] = lr
         with autocast:
             logits = ddp(x.to(device), attention_mask=mask.to(device))
         lossv = token_loss(logits, y.to(device), loss, focal_gamma)
@@ -211,7 +206,7 @@ def train(model, tok, train_ex, val_ex, device, rank, world, out_dir, resume, ba
         opt.step()
         state['step'] = it + 1
         if it % 25 == 0:
-            print0(f'step {it}: loss {lossv.item():.4f} lr {lr_at(it, learning_rate, warmup_frac, max_iters):.2e} '
+            print0(f'step {it}: loss {lossv.item():.4f} lr {lr:.2e} '
                    f'({time.time() - t0:.1f}s)')
         if state['step'] % eval_interval == 0 or state['step'] == max_iters:
             stop = validate_and_save(state['step'])
@@ -239,6 +234,10 @@ def main():
            f'tokenized in {time.time() - t0:.1f}s')
     model = build_model(tok, init_from, seed, n_layer, n_embd, n_head, n_kv_head, intermediate_size,
                         max_len).to(device)
+    plan_dtype = autocast_dtype if device.type == 'cuda' else 'float32'  # autocast runs on CUDA only
+    memplan.check(memplan.compressor_plan(model.config, batch_size, max_len, plan_dtype, world, activation_checkpointing),
+                  memplan.budget_bytes(device, memory_budget_gb), 'train_compressor', print_fn=print0)
+    model.set_activation_checkpointing(activation_checkpointing)  # before DDP wraps it (in train)
     best = train(model, tok, train_ex, val_ex, device, rank, world, out_dir, resume, batch_size, max_iters,
                  learning_rate, weight_decay, warmup_frac, grad_clip, loss, focal_gamma, eval_interval, patience,
                  seed, autocast_dtype, config=config_snapshot(globals()))

@@ -19,7 +19,15 @@ The optimizer step (token-level mean over the whole global batch):
 where N_global is the number of supervised tokens in the step across all micro-batches and
 ranks (counted before the forward passes), so every supervised token weighs the same however
 the tokens fall into micro-batches. AdamW (fused on CUDA), lr: linear warmup then cosine to
-min_lr_ratio * learning_rate, grad clip, bf16 autocast on CUDA (fp32 master weights).
+min_lr_ratio * learning_rate, grad clip (optim.py). Precision: fp32 master weights, gradients
+and AdamW state; bf16 only inside autocast (`autocast_dtype`, 'auto' = bf16 on CUDA, fp32 on CPU).
+
+Batch: `global_batch_size` examples per optimizer step over all ranks; each rank runs
+global_batch_size / (batch_size * world) micro-batches of batch_size (an error when that is not
+a whole number), so 1 GPU and 8 GPUs train the same thing. Memory: before the first step every
+rank computes memplan.sft_plan (weights, gradients, AdamW, activations at batch_size x max_len),
+rank 0 prints it, and the run stops with the keys to change when it does not fit the device
+(or `memory_budget_gb`); `activation_checkpointing=True` recomputes each block in backward.
 
 Data order is a pure function of (seed, step): the global example stream is the concatenation
 of per-epoch permutations of the data set (permutation e drawn from seed + e), and micro step
@@ -45,13 +53,15 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
+import memplan
 from common import (all_reduce_sum, append_jsonl, barrier, cleanup_dist, epoch_permutation, find_checkpoint,
                     is_main, iter_jsonl, load_train_state, print0, read_jsonl_tolerant, rng_state,
                     save_checkpoint, seed_everything, set_rng_state, setup_dist, write_jsonl)
 from configurator import config_snapshot
 from data import pad_batch, record_to_sft_example
 from tokenizer import load_tokenizer
-from model import Qwen3, Qwen3Config
+from model import Qwen3, Qwen3Config, resolve_model_dir, trained_vocab_size
+from optim import DTYPES, adamw, autocast_dtype as resolve_autocast_dtype, lr_at, make_autocast
 
 # -----------------------------------------------------------------------------
 # config (module globals; configurator.py overrides them from a config file / --key=value)
@@ -77,8 +87,9 @@ tie_word_embeddings = True     # LM head shares the embedding matrix
 max_iters = 1000               # optimizer steps (overridden by num_epochs > 0)
 num_epochs = 0.0               # > 0: max_iters = ceil(num_epochs * examples / global batch)
 batch_size = 16                # micro-batch per rank (examples)
+global_batch_size = 0          # examples per optimizer step over all ranks (a multiple of batch_size * world);
+                               # 0 = batch_size * world (one micro-batch per rank: the global batch grows with world)
 length_group = 32              # sort each run of this many global batches by length (less padding); 0 = off
-grad_accum_steps = 1           # micro-batches per optimizer step; global batch = B * accum * world
 learning_rate = 1e-3           # peak lr
 min_lr_ratio = 0.1             # cosine floor as a fraction of the peak
 warmup_frac = 0.05             # linear warmup over this fraction of max_iters
@@ -89,7 +100,9 @@ grad_clip = 1.0                # max global grad norm (0 = off)
 seed = 1337                    # init + data order
 # system
 device_type = 'auto'           # 'auto' | 'cuda' | 'cpu'
-autocast_dtype = 'bfloat16'    # autocast dtype on CUDA ('float32' = off); CPU always runs fp32 (weights stay fp32)
+autocast_dtype = 'auto'        # 'auto' = bf16 on CUDA, fp32 (off) on CPU; 'bfloat16' also on CPU. Weights stay fp32
+activation_checkpointing = False  # recompute each block in backward (much less activation memory, ~+33% FLOPs)
+memory_budget_gb = 0.0         # GiB per device the memory plan must fit; 0 = the CUDA device's memory (CPU: no check)
 fsdp = False                   # shard with FSDP2 fully_shard instead of DDP
 compile = False                # torch.compile the transformer blocks (model.compile_blocks: dynamic shapes, keys unchanged)
 peak_flops = 989e12            # per-device peak for MFU (H100 bf16 dense)
@@ -193,57 +206,50 @@ def make_batch(examples, idx, pad_id, device):
 
 
 def build_model(tok, init_from, device, scratch_config, seed):
-    """A fresh Qwen3 (scratch_config: Qwen3Config size fields, initialized from `seed`) when
-    init_from == 'scratch', else a checkpoint; embeddings grown for added tokens."""
+    """A fresh fp32 Qwen3 (scratch_config: Qwen3Config size fields, initialized from `seed`) when
+    init_from == 'scratch', else a checkpoint in fp32 (the master weights; bf16 comes from
+    autocast). Token ids the checkpoint never trained (the budget tokens appended to its
+    tokenizer, which may sit in Qwen3's padding rows) start as the mean trained row (fit_vocab)."""
     if init_from == 'scratch':
         cfg = Qwen3Config(vocab_size=tok.vocab_size, torch_dtype='float32', bos_token_id=None,
                           eos_token_id=tok.eos_id, pad_token_id=tok.pad_id, **scratch_config)
-        model = Qwen3(cfg).init_weights(seed)
-    else:
-        # fp32 master weights; bf16 comes from autocast
-        model = Qwen3.from_pretrained(init_from, dtype=torch.float32, device='cpu')
-    if tok.vocab_size > model.config.vocab_size:
-        print0(f'resizing embeddings {model.config.vocab_size} -> {tok.vocab_size} (added tokens)')
-        model.resize_token_embeddings(tok.vocab_size)
+        return Qwen3(cfg).init_weights(seed).to(device)
+    model = Qwen3.from_pretrained(init_from, dtype=torch.float32, device='cpu')
+    n_trained = trained_vocab_size(resolve_model_dir(init_from), model.config.vocab_size)
+    new_ids = model.fit_vocab(tok.vocab_size, n_trained)
+    if new_ids:
+        print0(f'{init_from}: token ids {new_ids[0]}..{new_ids[-1]} are new to the checkpoint (trained on '
+               f'{n_trained}): initialized to the mean trained embedding row')
     return model.to(device)
 
 
-def shard_with_fsdp(model, world):
-    """FSDP2: one unit per transformer block, then the root (embeddings, final norm, head)."""
-    from torch.distributed.fsdp import fully_shard
+def accumulation_steps(global_batch_size, batch_size, world):
+    """Micro-batches per rank per optimizer step: global_batch_size / (batch_size * world)
+    (global_batch_size 0: 1). The same global batch on any number of GPUs."""
+    if global_batch_size == 0:
+        return 1
+    accum, rest = divmod(global_batch_size, batch_size * world)
+    if rest or accum == 0:
+        raise ValueError(f'global_batch_size={global_batch_size} is not a multiple of batch_size * world size = '
+                         f'{batch_size} * {world}: change batch_size (or global_batch_size)')
+    return accum
+
+
+def shard_with_fsdp(model, world, amp):
+    """FSDP2: one unit per transformer block, then the root (embeddings, final norm, head).
+    Under autocast (amp != 'float32') the shards stay fp32 (master weights, fp32 AdamW) but are
+    all-gathered in amp and the gradients reduce-scattered in fp32 (MixedPrecisionPolicy):
+    without it every gather moves, and every block holds, fp32 weights."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
     if not dist.is_initialized():
         raise RuntimeError('fsdp=True needs torch.distributed: launch with torchrun')
     if world == 1:
         print0('fsdp=True in one process: sharding over a single rank (no memory saved)')
+    mp = MixedPrecisionPolicy() if amp == 'float32' else \
+        MixedPrecisionPolicy(param_dtype=DTYPES[amp], reduce_dtype=torch.float32)
     for block in model.model.layers:
-        fully_shard(block)
-    fully_shard(model)
-
-
-def lr_at(step, max_iters, peak, warmup_frac, min_ratio):
-    """Linear warmup to peak over ceil(warmup_frac * max_iters) steps, then cosine to min_ratio * peak:
-    lr = min + (peak - min) * (1 + cos(pi * progress)) / 2."""
-    warmup = math.ceil(warmup_frac * max_iters)
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, max_iters - warmup)
-    lo = min_ratio * peak
-    return lo + (peak - lo) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-def make_optimizer(model, lr, device, weight_decay, betas):
-    """AdamW with decoupled decay on matrices only (norm gains and biases are not decayed)."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    groups = [{'params': decay, 'weight_decay': weight_decay}, {'params': no_decay, 'weight_decay': 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device.type == 'cuda')
-
-
-def make_autocast(device, autocast_dtype):
-    """bf16 (or the given dtype) autocast on CUDA; a disabled context on CPU (fp32 throughout)."""
-    if device.type != 'cuda':
-        return torch.autocast('cpu', enabled=False)
-    return torch.autocast('cuda', dtype=getattr(torch, autocast_dtype), enabled=autocast_dtype != 'float32')
+        fully_shard(block, mp_policy=mp)
+    fully_shard(model, mp_policy=mp)
 
 
 def full_state(model, optimizer, fsdp):
@@ -330,21 +336,49 @@ def train_log_row(step, lr, sums, elapsed, device, world, flops_per_token, peak_
     return row
 
 
+def accumulate_gradients(model, micro, n_global, world, fsdp, autocast):
+    """Forward and backward of one step's micro-batches [(x, y, n_tokens)] on this rank, each
+    mean loss weighted by its share of the N_global supervised tokens of the step, so the
+    gradients sum to those of the global token mean. Returns the CE summed over this rank's
+    supervised tokens."""
+    step_loss = 0.0
+    for k, (x, y, _) in enumerate(micro):
+        last_micro = k == len(micro) - 1
+        # gradients are synced across ranks on the last micro-batch only
+        sync_ctx = model.no_sync() if isinstance(model, DDP) and not last_micro else nullcontext()
+        if fsdp:
+            model.set_requires_gradient_sync(last_micro)
+        n_valid = (y != -100).sum().item()
+        with sync_ctx:
+            with autocast:
+                loss = model(x, targets=y)
+            # DDP / FSDP average gradients over ranks, so scale by world: the sum over ranks and
+            # micro-batches of mean_k * n_k / N_global is the global token mean
+            scaled = loss * (n_valid * world / max(n_global, 1.0))
+            scaled.backward()
+        step_loss += loss.item() * n_valid
+    return step_loss
+
+
 def main():
     rank, world, local_rank, device = setup_dist(device_type)
     seed_everything(seed + rank)
     tok = load_tokenizer(tokenizer_path)
+    accum = accumulation_steps(global_batch_size, batch_size, world)
+    amp = resolve_autocast_dtype(autocast_dtype, device)
 
     train_ex = load_examples(data_path, tok, default_mode, max_len)
     val_ex = load_examples(val_path, tok, default_mode, max_len)[:eval_examples] if val_path else []
     n_iters = max_iters  # num_epochs > 0 sets the step count from the data size
     if num_epochs > 0:
-        n_iters = math.ceil(num_epochs * len(train_ex) / (batch_size * grad_accum_steps * world))
+        n_iters = math.ceil(num_epochs * len(train_ex) / (batch_size * accum * world))
         print0(f'num_epochs={num_epochs}: max_iters = {n_iters}')
+    print0(f'global batch {batch_size * accum * world} examples = batch_size {batch_size} x {accum} micro-batches '
+           f'x {world} ranks; autocast {amp}')
     train_config = config_snapshot(globals())
     train_config['max_iters'] = n_iters
 
-    # ---- model and state (resume beats init_from)
+    # ---- model, memory plan, state (resume beats init_from)
     ckpt = find_checkpoint(out_dir) if resume else None
     if resume and ckpt is None:
         print0(f'resume=True but no checkpoint in {out_dir}: starting fresh')
@@ -356,19 +390,24 @@ def main():
     cfg = raw_model.config
     print0(f'model: {raw_model.num_params() / 1e6:.2f}M parameters, {cfg.num_hidden_layers} layers, '
            f'hidden {cfg.hidden_size}, vocab {cfg.vocab_size}')
+    # before anything is written: a refused run leaves out_dir as it was
+    memplan.check(memplan.sft_plan(cfg, batch_size, max_len, amp, fsdp, world, activation_checkpointing),
+                  memplan.budget_bytes(device, memory_budget_gb), 'train_sft', print_fn=print0)
+    raw_model.set_activation_checkpointing(activation_checkpointing)  # before compile and DDP/FSDP
     if fsdp:
-        shard_with_fsdp(model, world)
-    optimizer = make_optimizer(model, learning_rate, device, weight_decay, (beta1, beta2))
+        shard_with_fsdp(model, world, amp)
+    optimizer = adamw(model, learning_rate, weight_decay, (beta1, beta2), fused=device.type == 'cuda')
     start_step = resume_from(ckpt, model, optimizer, out_dir, fsdp) if ckpt is not None else 0
     if compile:
         raw_model.compile_blocks()  # in place: checkpoints keep plain state_dict keys
     if world > 1 and not fsdp:
         model = DDP(model, device_ids=[local_rank] if device.type == 'cuda' else None)
-    autocast = make_autocast(device, autocast_dtype)
+    autocast = make_autocast(device, amp)
     flops_per_token = raw_model.flops_per_token(max_len)
     if is_main():
         os.makedirs(out_dir, exist_ok=True)
     metrics_path = os.path.join(out_dir, 'metrics.jsonl')
+    warmup_steps = math.ceil(warmup_frac * n_iters)
 
     # ---- loop
     model.train()
@@ -376,39 +415,23 @@ def main():
     sums, t0, last_loss = [0.0, 0, 0], time.time(), float('nan')  # sums: CE, tokens, supervised tokens
     bar = tqdm(total=n_iters, initial=start_step, disable=not is_main(), desc='sft', dynamic_ncols=True)
     for step in range(start_step, n_iters):
-        lr = lr_at(step, n_iters, learning_rate, warmup_frac, min_lr_ratio)
+        lr = lr_at(step, learning_rate, warmup_steps, n_iters, 'cosine', min_lr_ratio)
         for group in optimizer.param_groups:
             group['lr'] = lr
         # build the whole step's micro-batches first: the supervised-token count N_global
         # is needed to weigh each micro-batch's mean loss (one small all-reduce)
-        micro = [make_batch(train_ex, batch_indices(len(train_ex), seed, step * grad_accum_steps + k, rank, world,
+        micro = [make_batch(train_ex, batch_indices(len(train_ex), seed, step * accum + k, rank, world,
                                                     batch_size, train_lengths, length_group), tok.pad_id, device)
-                 for k in range(grad_accum_steps)]
+                 for k in range(accum)]
         n_local = sum((y != -100).sum().item() for _, y, _ in micro)
         n_global = all_reduce_sum([n_local], device)[0]
-        step_loss = 0.0
-        for k, (x, y, n_tok) in enumerate(micro):
-            last_micro = k == grad_accum_steps - 1
-            # gradients are synced across ranks on the last micro-batch only
-            sync_ctx = model.no_sync() if isinstance(model, DDP) and not last_micro else nullcontext()
-            if fsdp:
-                model.set_requires_gradient_sync(last_micro)
-            n_valid = (y != -100).sum().item()
-            with sync_ctx:
-                with autocast:
-                    loss = model(x, targets=y)
-                # DDP / FSDP average gradients over ranks, so scale by world: the sum over ranks and
-                # micro-batches of mean_k * n_k / N_global is the global token mean
-                scaled = loss * (n_valid * world / max(n_global, 1.0))
-                scaled.backward()
-            step_loss += loss.item() * n_valid
-            sums[1] += n_tok
+        sums[0] += accumulate_gradients(model, micro, n_global, world, fsdp, autocast)
+        sums[1] += sum(n_tok for _, _, n_tok in micro)
+        sums[2] += n_local
         if grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        sums[0] += step_loss
-        sums[2] += n_local
         done = step + 1
         bar.update(1)
 

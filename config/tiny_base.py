@@ -23,7 +23,8 @@ max_iters = 2000              # 1000 steps (unannealed) copied no names and got 
 batch_size = 16               # examples a step (per rank under torchrun)
 compile = True                # compiled blocks: 1.16-1.21x tokens/s (bench_train.py) for ~95 s of cold compile;
                               # over 2000 steps (~15 min on the EPYC box) that saves more than it costs
-grad_accum_steps = 1
+global_batch_size = 0         # 0 = batch_size x ranks (16 in one process, 32 under 2 ranks): no accumulation
+activation_checkpointing = False  # the tiny model's activations are small: no recompute
 learning_rate = 3e-3
 min_lr_ratio = 0.1
 warmup_frac = 0.05

@@ -12,7 +12,8 @@ max_len = 512
 max_iters = 1200              # ~2.8 epochs of the 6780 mixed records; 600 left sft 1.0 at 80.1 (base 89.1),
                               # 1200 gave 84.7 and lifted chrpo POLICY from 80.3 to 83.0
 batch_size = 16               # per rank; 2 ranks -> 32 examples a step
-grad_accum_steps = 1
+global_batch_size = 0         # 0 = batch_size x ranks: no accumulation
+activation_checkpointing = False
 learning_rate = 1e-3          # lower than from scratch; 3e-4 (tried) was worse: the modes blurred (1.0 wrote
                               # 0.73 of the base length) and 1.0 accuracy fell 10-20 points on 3-5 step problems
 min_lr_ratio = 0.1

@@ -11,6 +11,7 @@ tokenizer_path = 'out/data/tokenizer'
 max_len = 512
 max_iters = 150
 batch_size = 16               # per rank
+activation_checkpointing = False
 learning_rate = 5e-4          # a short continuation: half the mixed-ratio SFT lr
 min_lr_ratio = 0.1
 warmup_frac = 0.05

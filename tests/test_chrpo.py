@@ -1,4 +1,4 @@
-"""CHRPO (train_chrpo.py): teacher budgets, advantage placement, the clipped loss,
+"""CHRPO (train_chrpo.py, chrpo_loss.py): teacher budgets, advantage placement, the clipped loss,
 micro-batch invariance of token-level normalization, a policy step in the right direction,
 two-rank DDP consistency, and kill/resume."""
 import json
@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 
+import chrpo_loss as cl
 import train_chrpo as tc
 from corpus import generate_corpus
 from digest import param_digest
@@ -59,9 +60,9 @@ def test_control_token_receives_exactly_ctrl_advantage():
     a_main, a_ctrl = tc.group_advantages(r_main), tc.group_advantages(r_ctrl)
     rollouts = []
     for i, (prompt, toks) in enumerate([([5, 6, 7], [11, 3, 4, 2]), ([5, 6], [12, 3, 2]), ([5, 6, 7, 8], [13, 9])]):
-        rollouts.append({'prompt_ids': prompt, 'tokens': toks, 'logprobs': [-0.5] * len(toks),
+        rollouts.append({'prompt_ids': prompt, 'tokens': toks, 'logp_old': [-0.5] * len(toks),
                          'token_adv': tc.token_advantages(len(toks), a_main[i], a_ctrl[i])})
-    x, y, old, adv = tc.pack_rollouts(rollouts, pad_id=0, device='cpu')
+    x, y, old, adv = cl.pack_rollouts(rollouts, pad_id=0, device='cpu')
     for b, r in enumerate(rollouts):
         P = len(r['prompt_ids'])
         # the control token (first response token) is predicted at position P - 1
@@ -84,7 +85,7 @@ def test_clipped_surrogate_matches_hand_computed_values():
     old = torch.log(torch.tensor([0.5, 0.5, 0.5, 0.5]))
     new = torch.log(torch.tensor([0.8, 0.3, 0.55, 0.2]))  # rho = 1.6, 0.6, 1.1, 0.4
     adv = torch.tensor([1.0, 1.0, -2.0, -1.0])
-    loss, clipped = tc.clipped_surrogate(new, old, adv, 0.2, 0.28)
+    loss, clipped = cl.clipped_surrogate(new, old, adv, 0.2, 0.28)
     # rho=1.6, A=1: min(1.6, 1.28) = 1.28 -> 1.28 loss -1.28, clipped
     # rho=0.6, A=1: min(0.6, 0.8) = 0.6 -> -0.6, not clipped (pessimistic side)
     # rho=1.1, A=-2: min(-2.2, -2.2) -> 2.2, not clipped
@@ -118,7 +119,7 @@ def make_rollouts(model, n, seed):
         P, R = 3 + i % 4, 2 + (i * 3) % 7
         r = {'prompt_ids': torch.randint(1, 50, (P,), generator=g).tolist(),
              'tokens': torch.randint(1, 50, (R,), generator=g).tolist()}
-        r['logprobs'] = [x + 0.05 * ((k % 3) - 1) for k, x in enumerate(seq_logprobs(model, r))]  # off-policy a bit
+        r['logp_old'] = [x + 0.05 * ((k % 3) - 1) for k, x in enumerate(seq_logprobs(model, r))]  # off-policy a bit
         adv = torch.randn(R, generator=g).tolist()
         r['token_adv'] = adv
         out.append(r)
@@ -133,7 +134,7 @@ def test_token_normalization_gradient_independent_of_micro_batch_split():
         total = sum(len(r['tokens']) for r in rollouts)
         model.zero_grad()
         for k in range(0, len(rollouts), micro):
-            loss, _ = tc.micro_batch_loss(model, model, None, rollouts[k:k + micro], total, 1, 0, 'cpu', **LOSS)
+            loss, _ = cl.micro_batch_loss(model, model, None, rollouts[k:k + micro], total, 1, 0, 'cpu', **LOSS)
             loss.backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
     assert grads[0].abs().sum() > 0
@@ -149,7 +150,8 @@ def test_one_step_raises_logprob_of_positive_advantage_rollout():
         r['token_adv'] = [a] * len(r['tokens'])
     before_good, before_bad = sum(seq_logprobs(model, good)), sum(seq_logprobs(model, bad))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
-    tc.policy_update(model, model, None, opt, [good, bad], 1, 0, 'cpu', mu=1, micro_batch_size=4, grad_clip=1.0, **LOSS)
+    cl.policy_update(model, model, None, opt, [good, bad], 1, 0, 'cpu', mu=1, micro_batch_tokens=64, grad_clip=1.0,
+                     **LOSS)
     assert sum(seq_logprobs(model, good)) > before_good + 0.1
     assert sum(seq_logprobs(model, bad)) < before_bad - 0.1
 
@@ -179,7 +181,7 @@ def rl_setup(tmp_path_factory):
 def _args(s, out_dir, **kw):
     args = {'init_from': s['ckpt'], 'rl_path': s['rl'], 'teacher_path': s['teacher'], 'stage': 'train',
             'out_dir': str(out_dir), 'questions_per_step': 4, 'group_size': 3, 'max_new_tokens': 6,
-            'learning_rate': 1e-2, 'micro_batch_size': 2, **kw}
+            'learning_rate': 1e-2, 'micro_batch_tokens': 128, **kw}
     return [f'--{k}={v}' for k, v in args.items()]
 
 
@@ -194,7 +196,8 @@ def _run(cmd, env_extra=None, check=True):
 def test_two_rank_torchrun_step_leaves_identical_weights(rl_setup, tmp_path):
     out = tmp_path / 'ddp'
     _run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
-          'tests/chrpo_worker.py', *_args(rl_setup, out, max_iters=2, ckpt_interval=2)])
+          'tests/chrpo_worker.py', *_args(rl_setup, out, max_iters=2, ckpt_interval=2,
+                                          activation_checkpointing=True)])  # DDP over checkpointed blocks
     d0, d1 = (out / 'param_digest.rank0.txt').read_text(), (out / 'param_digest.rank1.txt').read_text()
     assert d0 == d1
     init = Qwen3.from_pretrained(rl_setup['ckpt'])

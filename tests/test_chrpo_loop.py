@@ -1,4 +1,4 @@
-"""The real CHRPO reward and loop wired together (train_chrpo.py): rollout_reward on graded
+"""The real CHRPO reward and loop wired together (train_chrpo.py, chrpo_loss.py): rollout_reward on graded
 rollouts (realized ratio, truncation, the length-cap fallback), the loss at the sampling
 temperature, the k3 KL sign, the stop token's gradient, and one real main() step on a tiny
 random model whose sampler is scripted (everything after the sampler is the real code:
@@ -12,6 +12,7 @@ import statistics
 import pytest
 import torch
 
+import chrpo_loss as cl
 import evaluate
 import rewards
 import sampler
@@ -120,7 +121,7 @@ def hand_rollouts(tok, model):
     out = []
     for prompt, (c, n, ans) in [([5, 6, 7], ('0.4', 6, '19')), ([8, 9], ('0.8', 3, '7'))]:
         toks = rollout_ids(tok, c, n, ans)
-        out.append({'prompt_ids': prompt, 'tokens': toks, 'logprobs': tempered_logprobs(model, prompt, toks, T),
+        out.append({'prompt_ids': prompt, 'tokens': toks, 'logp_old': tempered_logprobs(model, prompt, toks, T),
                     'token_adv': [1.0] * len(toks)})
     return out
 
@@ -129,7 +130,7 @@ def test_loss_log_probs_are_taken_at_the_sampling_temperature(tok):
     model = tiny_model(tok.vocab_size, seed=1)
     rollouts = hand_rollouts(tok, model)
     n = sum(len(r['tokens']) for r in rollouts)
-    loss, st = tc.micro_batch_loss(model, model, None, rollouts, n, 1, tok.pad_id, 'cpu', **LOSS)
+    loss, st = cl.micro_batch_loss(model, model, None, rollouts, n, 1, tok.pad_id, 'cpu', **LOSS)
     # on-policy at temperature T: rho = 1 on every token, so l_t = -A_t = -1 and the mean is -1
     assert loss.item() == pytest.approx(-1.0, abs=1e-4)
     assert st['tokens'] == n and st['clipped'] == 0 and abs(st['approx_kl']) < 1e-3
@@ -146,7 +147,7 @@ def test_k3_kl_term_is_added_with_its_coefficient(tok):
         new = tempered_logprobs(model, r['prompt_ids'], r['tokens'], T)
         old = tempered_logprobs(ref, r['prompt_ids'], r['tokens'], T)
         k3 += sum(torch.expm1(torch.tensor(o - w)).item() - (o - w) for o, w in zip(old, new))
-    loss, st = tc.micro_batch_loss(model, model, ref, rollouts, n, 1, tok.pad_id, 'cpu', **dict(LOSS, kl_coef=0.3))
+    loss, st = cl.micro_batch_loss(model, model, ref, rollouts, n, 1, tok.pad_id, 'cpu', **dict(LOSS, kl_coef=0.3))
     assert k3 > 0.01
     assert loss.item() == pytest.approx(0.3 * k3 / n, rel=1e-4)
     assert st['kl_ref'] == pytest.approx(k3, rel=1e-4)
@@ -157,11 +158,11 @@ def test_stop_token_is_a_target_and_carries_gradient(tok):
     r = hand_rollouts(tok, model)[0]
     assert r['tokens'][-1] == tok.eos_id
     r['token_adv'] = [0.0] * (len(r['tokens']) - 1) + [1.0]  # only the decision to stop is rewarded
-    x, y, old, adv = tc.pack_rollouts([r], tok.pad_id, 'cpu')
+    x, y, old, adv = cl.pack_rollouts([r], tok.pad_id, 'cpu')
     last = len(r['prompt_ids']) + len(r['tokens']) - 2  # the position that predicts <|im_end|>
     assert y[0, last].item() == tok.eos_id and adv[0, last].item() == 1.0
-    assert old[0, last].item() == pytest.approx(r['logprobs'][-1])
-    loss, _ = tc.micro_batch_loss(model, model, None, [r], len(r['tokens']), 1, tok.pad_id, 'cpu', **LOSS)
+    assert old[0, last].item() == pytest.approx(r['logp_old'][-1])
+    loss, _ = cl.micro_batch_loss(model, model, None, [r], len(r['tokens']), 1, tok.pad_id, 'cpu', **LOSS)
     loss.backward()
     # d(-logp(eos)) / d(lm_head row of eos) = -(1 - p(eos)) h / T: nonzero
     assert model.lm_head.weight.grad[tok.eos_id].abs().sum() > 0
@@ -240,9 +241,9 @@ def loop_run(tok, tmp_path, monkeypatch):
     cfg = dict(init_from=ckpt, tokenizer_path='', rl_path=str(tmp_path / 'rl.jsonl'),
                teacher_path=str(tmp_path / 'teacher.jsonl'), stage='train', out_dir=str(tmp_path / 'out'),
                max_iters=1, questions_per_step=len(SCRIPT), group_size=G, max_new_tokens=MAX_NEW, temperature=T,
-               top_p=1.0, mu=1, micro_batch_size=5, learning_rate=1e-2, kl_coef=0.0, reward_overrides=dict(C),
+               top_p=1.0, mu=1, micro_batch_tokens=400, learning_rate=1e-2, kl_coef=0.0, reward_overrides=dict(C),
                adv_std_floor=STD_FLOOR,
-               use_ctrl_reward=True, use_mode_term=True, skip_uniform_groups=True, resume=False, param_dtype='float32',
+               use_ctrl_reward=True, use_mode_term=True, skip_uniform_groups=True, resume=False, autocast_dtype='float32',
                ckpt_interval=10, max_rl_questions=0, warmup_iters=0, grad_clip=1.0)
 
     def run(**kw):
@@ -333,7 +334,8 @@ def test_one_real_step_improves_the_rewarded_rollout(loop_run, tok):
 
 def test_policy_update_normalizes_each_mini_batch_by_its_own_token_count(tok, monkeypatch):
     """mu optimizer steps; each divides by the token count of its own mini-batch (every
-    rollout in exactly one), accumulated over micro-batches of at most micro_batch_size."""
+    rollout in exactly one), accumulated over micro-batches of at most micro_batch_tokens padded
+    tokens (10 here: at most 2 of these rollouts)."""
     model = tiny_model(tok.vocab_size, seed=1)
     rollouts = [{'prompt_ids': [5, 6], 'tokens': list(range(10, 10 + k)), 'logprobs': [-1.0] * k,
                  'token_adv': [0.5] * k, 'tag': k} for k in (2, 3, 4, 5, 7)]
@@ -350,9 +352,9 @@ def test_policy_update_normalizes_each_mini_batch_by_its_own_token_count(tok, mo
         def zero_grad(self, set_to_none=True):
             model.zero_grad(set_to_none=set_to_none)
 
-    real_loss = tc.micro_batch_loss
-    monkeypatch.setattr(tc, 'micro_batch_loss', spy_loss)
-    tc.policy_update(model, model, None, Opt(), rollouts, 1, tok.pad_id, 'cpu', mu=2, micro_batch_size=2, grad_clip=1.0,
+    real_loss = cl.micro_batch_loss
+    monkeypatch.setattr(cl, 'micro_batch_loss', spy_loss)
+    cl.policy_update(model, model, None, Opt(), rollouts, 1, tok.pad_id, 'cpu', mu=2, micro_batch_tokens=10, grad_clip=1.0,
                      **LOSS)
     assert [e[0] for e in events].count('step') == 2
     seen, mini = [], []

@@ -123,15 +123,6 @@ def test_length_grouped_batches_cover_each_epoch_once_with_less_padding():
                     for i in train_sft.batch_indices(n, 5, m, r, world, B, lengths, pool)]  # deterministic
 
 
-def test_lr_schedule_warmup_then_cosine_to_floor():
-    lrs = [train_sft.lr_at(s, 100, 1.0, 0.1, 0.1) for s in range(100)]
-    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)  # 10 warmup steps
-    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))  # monotone decay after warmup
-    assert lrs[-1] == pytest.approx(0.1, abs=1e-3)
-    mid = 10 + 45  # halfway through the cosine: (peak + floor) / 2
-    assert lrs[mid] == pytest.approx(0.55, abs=1e-9)
-
-
 def test_malformed_data_gives_clear_error(tiny_data, tmp_path):
     tok = load_tokenizer(str(tiny_data / 'tokenizer'))
     good = read_jsonl(str(tiny_data / 'train.jsonl'))[0]
@@ -175,7 +166,7 @@ def test_sft_loss_falls_on_tiny_set(tiny_data, tmp_path, monkeypatch):
 @pytest.fixture(scope='module')
 def ddp_run(tiny_data, tmp_path_factory):
     out = tmp_path_factory.mktemp('ddp')
-    run_script(TINY + data_args(tiny_data) + [f'--out_dir={out}', '--max_iters=4', '--grad_accum_steps=2',
+    run_script(TINY + data_args(tiny_data) + [f'--out_dir={out}', '--max_iters=4', '--global_batch_size=16',
                                               '--eval_interval=2'], nproc=2, script='tests/sft_worker.py')
     return out
 
@@ -208,7 +199,7 @@ def test_checkpoint_loads_in_transformers_with_same_logits(ddp_run, tiny_data):
 
 
 def test_fsdp_two_ranks_matches_ddp(ddp_run, tiny_data, tmp_path):
-    run_script(TINY + data_args(tiny_data) + [f'--out_dir={tmp_path}', '--max_iters=4', '--grad_accum_steps=2',
+    run_script(TINY + data_args(tiny_data) + [f'--out_dir={tmp_path}', '--max_iters=4', '--global_batch_size=16',
                                               '--fsdp=True', '--eval_interval=2'], nproc=2)
     a, b = ckpt_weights(ddp_run), ckpt_weights(tmp_path)
     assert a.keys() == b.keys()
@@ -217,6 +208,18 @@ def test_fsdp_two_ranks_matches_ddp(ddp_run, tiny_data, tmp_path):
     # the gathered optimizer state is complete (resumable): one entry per parameter
     state = load_train_state(find_checkpoint(str(tmp_path)))
     assert len(state['optimizer']['state']) == len(a) - ('lm_head.weight' in a)
+
+
+def test_fsdp_bf16_gathers_bf16_and_keeps_fp32_shards_and_adamw_state(tiny_data, tmp_path):
+    """FSDP2 with a MixedPrecisionPolicy: blocks compute with bf16 weights (all-gathered in bf16,
+    not fp32), while the shards, the checkpoint and AdamW's state stay fp32."""
+    run_script(TINY + data_args(tiny_data) + [f'--out_dir={tmp_path}', '--max_iters=2', '--global_batch_size=16',
+                                              '--fsdp=True', '--autocast_dtype=bfloat16', '--eval_interval=0'],
+               nproc=2, script='tests/sft_worker.py')
+    assert [(tmp_path / f'compute_dtype_rank{r}.txt').read_text() for r in (0, 1)] == ['torch.bfloat16'] * 2
+    assert all(v.dtype == torch.float32 for v in ckpt_weights(tmp_path).values())
+    state = load_train_state(find_checkpoint(str(tmp_path)))['optimizer']['state']
+    assert all(s['exp_avg'].dtype == torch.float32 for s in state.values())
 
 
 def test_killed_run_resumes_to_same_weights(tiny_data, tmp_path):
