@@ -39,7 +39,7 @@ number per row:
 which picks i with probability softmax(z)_i (cdf in float64, so tiny probabilities keep their
 share), all from one torch.Generator: same seed (and same arguments) -> same outputs. (It
 replaced an exponential race, argmax(z - log E) with E ~ Exp(1): V random numbers a row, whose
-generation cost more than the model's step at batch 32 on CPU.)
+generation made a draw at batch 32 cost ~40% of the CPU model step; now 8x less.)
 
 What has been measured (BENCHMARKS.md): the CPU path only, fused_decode_step eager and
 compiled; its greedy tokens equal transformers' at every position and tests/test_sampler.py
@@ -75,7 +75,7 @@ def sorted_descending(x):
     On CPU numpy's vectorized sort is ~5x faster than torch.sort, which also sorts the indices:
     at batch 32 and V = 2048 it was 0.7 against 3.3 ms a step (BENCHMARKS.md)."""
     if x.device.type == 'cpu':
-        return torch.from_numpy(np.ascontiguousarray(np.sort(x.numpy(), axis=-1)[..., ::-1]))
+        return torch.from_numpy(np.ascontiguousarray(np.sort(x.detach().numpy(), axis=-1)[..., ::-1]))
     return torch.sort(x, dim=-1, descending=True).values
 
 
@@ -216,7 +216,12 @@ def _prefill(model, prompts, max_len):
 # attention as broadcast products and sums (attend_elementwise), which inductor fuses into
 # one loop nest: one graph for every batch size >= 2, cache length and attended length
 # (dimensions marked dynamic), a second one for batch size 1 (dynamo specializes size 1).
-# Numbers and what was tried: BENCHMARKS.md, "CPU decode step (2026-11-23, EPYC)".
+# Kept: eager as the default (no compile cost: 2.4x transformers' generate at batch 1, 1.4x at
+# batch 32 on the 2-core EPYC, 1 thread), compile=True as the caller's choice (3.7x and 1.8x,
+# after ~50-65 s of compiling a graph on a cold inductor cache, ~10 s in a later process).
+# Batch 32 is bounded by the matmuls, which transformers runs too: they alone take ~1.2 ms of
+# its ~5.7 ms step. Numbers and what was tried: BENCHMARKS.md, "CPU decode step and sampling,
+# round 2 (2026-11-23, EPYC)".
 
 
 def fuse_decode_weights(model):
