@@ -8,9 +8,12 @@ side by side in one process, with the ratios.
     python bench_sampler.py --threads=1           # pin torch to one thread (shared / oversubscribed machines)
     python bench_sampler.py --device=cuda         # Qwen3-1.7B shape, random bf16 weights, CUDA graph decode
 
+On CPU 'ours' is generate's default (eager fused decode step) and 'ours+compile' is
+generate(compile=True) (the same step through torch.compile); its compile time is printed:
+the warm-up call minus the best timed call (--skip_compile leaves it out).
 tokens/s = generated tokens (batch * max_new_tokens; no stop tokens, so every row runs to
 the cap) / wall time of the whole call, prefill included; the best of --repeats calls after
-one warm-up, the three methods interleaved so that load changes hit them alike.
+one warm-up, the methods interleaved so that load changes hit them alike.
 On CUDA it also prints the batch-1 decode step time, (t(2N) - t(N)) / N tokens, against the
 time to read every weight once at the bandwidth of a measured device-to-device copy: the
 floor a memory-bound decode step cannot beat.
@@ -35,6 +38,7 @@ parser.add_argument('--prompt_len', type=int, default=32, help='tokens per promp
 parser.add_argument('--repeats', type=int, default=3, help='timed calls per method (best is kept)')
 parser.add_argument('--threads', type=int, default=0, help='torch.set_num_threads on CPU (0 = leave as is)')
 parser.add_argument('--skip_cache_free', action='store_true', help='skip the (slow) cache-free baseline')
+parser.add_argument('--skip_compile', action='store_true', help="CPU: skip generate(compile=True) ('ours+compile')")
 args = parser.parse_args()
 
 # tiny default of the brief (~1.3M params, vocab of the embedded tokenizer) and Qwen3-1.7B's shape
@@ -111,25 +115,30 @@ for B in [int(b) for b in args.batch_sizes.split(',')]:
         'transformers': lambda: hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=N,
                                             min_new_tokens=N, do_sample=False, pad_token_id=0),
     }
+    if not cuda and not args.skip_compile:
+        methods['ours+compile'] = lambda: generate(ours, prompts.tolist(), max_new_tokens=N, temperature=0, compile=True)
     if not args.skip_cache_free:
         methods['cache-free'] = lambda: cache_free_greedy(ours, ids, N)
-    best, outs = {}, {}
-    for name, fn in methods.items():  # warm-up
+    best, outs, warmup = {}, {}, {}
+    for name, fn in methods.items():
         with torch.inference_mode():
-            outs[name] = fn()
+            warmup[name], outs[name] = timed(fn)
     for _ in range(args.repeats):
         for name, fn in methods.items():
             with torch.inference_mode():
                 dt, _ = timed(fn)
             best[name] = min(best.get(name, float('inf')), dt)
-    ours_tokens = torch.tensor([r['tokens'] for r in outs['ours']])
-    agree = (ours_tokens == outs['transformers'][:, args.prompt_len:].cpu()).float().mean().item()
+    hf_tokens = outs['transformers'][:, args.prompt_len:].cpu()
+    agree = {name: (torch.tensor([r['tokens'] for r in outs[name]]) == hf_tokens).float().mean().item()
+             for name in ('ours', 'ours+compile') if name in outs}
     tps = {name: B * N / t for name, t in best.items()}
     line = f'batch {B:3d}: ' + ', '.join(f'{name} {v:,.0f} tok/s' for name, v in tps.items())
-    line += f' | ours/transformers {tps["ours"] / tps["transformers"]:.2f}x'
+    line += ' | ' + ', '.join(f'{name}/transformers {tps[name] / tps["transformers"]:.2f}x' for name in agree)
     if 'cache-free' in tps:
         line += f', ours/cache-free {tps["ours"] / tps["cache-free"]:.2f}x'
-    line += f' | greedy tokens equal to transformers: {100 * agree:.1f}%'
+    line += ' | greedy tokens equal to transformers: ' + ', '.join(f'{name} {100 * a:.1f}%' for name, a in agree.items())
+    if 'ours+compile' in warmup:
+        line += f' | compile {warmup["ours+compile"] - best["ours+compile"]:.1f} s'
     print(line)
 
 if cuda:

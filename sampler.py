@@ -21,9 +21,10 @@ How it works (one batch of rows = (prompt, sample) pairs, at most `batch_size` o
    token (kept in the output, finish 'stop') or after max_new_tokens ('length').
    CPU / eager path: finished rows are dropped from the live tensors and caches once they
    are COMPACT_FRACTION of the batch, so they stop costing work; each step attends only
-   over the cache slots in use so far. On CPU the step is FusedDecodeStep, the model's
+   over the cache slots in use so far. On CPU the step is fused_decode_step, the model's
    T=1 forward with fused weights and fewer ops (a small model's CPU step costs its op
-   count more than its FLOPs); on CUDA it is model.py's forward. CUDA static path (cuda_graph=True): shapes never
+   count more than its FLOPs), eager or, with compile=True, through torch.compile; on
+   CUDA it is model.py's forward. CUDA static path (cuda_graph=True): shapes never
    change, the decode step is captured once as a CUDA graph and replayed; finished rows
    stay in the batch, masked (their input frozen, their outputs ignored).
 
@@ -32,13 +33,17 @@ Sampling, per row, from the logits x of the step:
     otherwise:         z = x / T, top-k then top-p filtering (removed entries -> -inf),
                        token ~ softmax(z),  logprob = log_softmax(z)[token]
 The log-prob is the one of the distribution actually sampled from: the behaviour
-log-prob the RL loss needs. The draw uses the exponential race (Gumbel-max):
-    token = argmax_i (z_i - log E_i),  E_i ~ Exp(1) i.i.d.
-which picks i with probability softmax(z)_i and costs one fill of random numbers per step,
-all from one torch.Generator: same seed (and same arguments) -> same outputs.
+log-prob the RL loss needs. The draw inverts the cumulative distribution with one uniform
+number per row:
+    cdf_i = sum_{j <= i} exp(z_j - max z),  u ~ U(0, cdf_V],  token = min {i : cdf_i >= u}
+which picks i with probability softmax(z)_i (cdf in float64, so tiny probabilities keep their
+share), all from one torch.Generator: same seed (and same arguments) -> same outputs. (It
+replaced an exponential race, argmax(z - log E) with E ~ Exp(1): V random numbers a row, whose
+generation made a draw at batch 32 cost ~40% of the CPU model step; now 8x less.)
 
-What has been measured (BENCHMARKS.md): the CPU path only, FusedDecodeStep included; its
-greedy tokens equal transformers' at every position and tests/test_sampler.py runs on CPU.
+What has been measured (BENCHMARKS.md): the CPU path only, fused_decode_step eager and
+compiled; its greedy tokens equal transformers' at every position and tests/test_sampler.py
+runs on CPU.
 The CUDA paths (model.py's forward on CUDA, the static-shape decode with a CUDA graph or
 torch.compile, bf16 weights) have not run on a GPU yet: none was available to this project
 so far, so their correctness and speed are unchecked.
@@ -47,8 +52,10 @@ Run the tests with `python -m pytest tests/test_sampler.py` and the speed compar
 against transformers with `python bench_sampler.py` (`--device=cuda` on a GPU).
 """
 
+import functools
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -58,10 +65,18 @@ from tqdm import tqdm
 
 COMPACT_FRACTION = 0.25  # eager path: drop finished rows once they are >= this share of the live batch
 GRAPH_SYNC_EVERY = 16  # CUDA static path: look at the device's "all done?" flag every this many steps
-MIN_EXP = 1e-30  # floor for the Exp(1) draws of the race, so log E is finite (E = 0 has prob ~0)
 
 # -----------------------------------------------------------------------------
 # logits -> tokens
+
+
+def sorted_descending(x):
+    """The values of x [..., V] sorted in descending order along the last dim (no indices).
+    On CPU numpy's vectorized sort is ~5x faster than torch.sort, which also sorts the indices:
+    at batch 32 and V = 2048 it was 0.7 against 3.3 ms a step (BENCHMARKS.md)."""
+    if x.device.type == 'cpu':
+        return torch.from_numpy(np.ascontiguousarray(np.sort(x.detach().numpy(), axis=-1)[..., ::-1]))
+    return torch.sort(x, dim=-1, descending=True).values
 
 
 def filter_logits(logits, top_k=0, top_p=1.0):
@@ -69,7 +84,9 @@ def filter_logits(logits, top_k=0, top_p=1.0):
     top_k: keep the k largest (ties at the k-th value are all kept); 0 = off.
     top_p: keep the smallest prefix of the sorted distribution (renormalized after top-k)
     whose mass reaches top_p, i.e. drop token j when the mass strictly before it (sorted
-    descending) is already >= top_p; the most likely token is always kept. 1.0 = off."""
+    descending) is already >= top_p; the most likely token is always kept. 1.0 = off.
+    The prefix is found on the sorted probabilities alone: its length m, then its smallest
+    value tau = p_(m), then every token with p >= tau is kept (ties with tau all kept)."""
     if top_k < 0:
         raise ValueError(f'top_k must be >= 0 (0 = off), got {top_k}')
     if not 0.0 < top_p <= 1.0:
@@ -79,13 +96,12 @@ def filter_logits(logits, top_k=0, top_p=1.0):
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float('-inf'))
     if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        probs = torch.softmax(sorted_logits.float(), dim=-1)
-        mass_before = torch.cumsum(probs, dim=-1) - probs  # exclusive cumulative sum
-        drop_sorted = mass_before >= top_p
-        drop_sorted[..., 0] = False
-        drop = torch.zeros_like(drop_sorted).scatter_(-1, order, drop_sorted)  # back to vocab order
-        logits = logits.masked_fill(drop, float('-inf'))
+        probs = torch.softmax(logits.float(), dim=-1)
+        ranked = sorted_descending(probs)
+        mass_before = torch.cumsum(ranked, dim=-1) - ranked  # exclusive cumulative sum, non-decreasing
+        n_kept = (mass_before < top_p).sum(dim=-1, keepdim=True)  # >= 1: mass_before[0] = 0
+        tau = ranked.gather(-1, n_kept - 1)
+        logits = logits.masked_fill(probs < tau, float('-inf'))
     return logits
 
 
@@ -96,17 +112,23 @@ def sample_from_logits(logits, temperature=1.0, top_p=1.0, top_k=0, generator=No
         raise ValueError(f'temperature must be >= 0 (0 = greedy), got {temperature}')
     x = logits.float()
     if temperature == 0:
-        tokens = x.argmax(dim=-1)
+        top, tokens = x.max(dim=-1, keepdim=True)  # the first maximum, as argmax
+        total = torch.exp(x - top).sum(dim=-1)
     else:
         if temperature != 1.0:
             x = x / temperature
         x = filter_logits(x, top_k, top_p)
-        # exponential race: argmax_i z_i - log E_i with E_i ~ Exp(1) draws i w.p. softmax(z)_i
-        race = torch.empty_like(x).exponential_(generator=generator).clamp_(min=MIN_EXP).log_()
-        tokens = torch.sub(x, race, out=race).argmax(dim=-1)
-    # logprob = z[token] - logsumexp(z), without materializing the whole log-softmax
-    logprobs = x.gather(-1, tokens[:, None]).squeeze(-1) - torch.logsumexp(x, dim=-1)
-    return tokens, logprobs
+        top = x.amax(dim=-1, keepdim=True)
+        # inverse CDF: cdf_i = sum_{j <= i} exp(z_j - max z), u uniform in (0, cdf_V], token = the
+        # first i with cdf_i >= u, drawn with probability exp(z_i - max z) / cdf_V = softmax(z)_i.
+        # float64, so that a token of probability 1e-12 keeps its own increment of the cdf.
+        cdf = torch.exp(x - top).double().cumsum_(dim=-1)
+        total = cdf[:, -1]
+        u = (1 - torch.rand(x.shape[0], 1, dtype=torch.float64, device=x.device, generator=generator)) * cdf[:, -1:]
+        tokens = torch.searchsorted(cdf, u)  # u > 0 skips leading zero-probability tokens, u <= cdf_V stays in range
+    # logprob = z[token] - logsumexp(z) = (z[token] - max z) - log(sum exp(z - max z))
+    logprobs = (x.gather(-1, tokens) - top).squeeze(-1) - total.log().float()
+    return tokens.squeeze(-1), logprobs
 
 
 # -----------------------------------------------------------------------------
@@ -174,91 +196,152 @@ def _prefill(model, prompts, max_len):
 
 # -----------------------------------------------------------------------------
 # the fused CPU decode step
+#
+# model(tokens[:, None], kv_cache, input_pos=pos)[:, -1] for one new token per row (T=1),
+# rewritten for CPU decoding, where a small model's step costs its number of ops more than
+# its FLOPs. Same math as model.py's forward (tests/test_sampler.py checks it against the
+# reference and transformers), with the weights rearranged once per generate() call:
+# - q, k, v in one matmul, gate and up in another;
+# - RMSNorm as x / sqrt(|x|^2 + n eps) (3 cheap ops), its weight and its sqrt(n) folded into
+#   the columns of the matmul that follows (rms(x) * w @ W^T = unit(x) @ (W * w sqrt(n))^T),
+#   the final norm's into a copy of the LM head, the QK-norm weights and 1/sqrt(head_dim)
+#   into per-row RoPE factors built once a step for all layers:
+#       rope(w * n) = n * (w * cos) + roll(n) * (sign * roll(w) * sin),
+#   roll = the two halves of head_dim swapped, sign = (-1 on the first half, +1 on the second),
+#   since rotate_half(x) = (-x2, x1) = sign * roll(x);
+# - the new keys/values go into the cache with one index_put_ each, and attention at T=1 runs
+#   over the cache slots in use, masked past each row's position by an additive bias.
+# ~20 ops a layer. Eager, the attention is two batched matmuls (attend_bmm); under
+# generate(compile=True) the step goes through torch.compile (inductor's C++ code) with the
+# attention as broadcast products and sums (attend_elementwise), which inductor fuses into
+# one loop nest: one graph for every batch size >= 2, cache length and attended length
+# (dimensions marked dynamic), a second one for batch size 1 (dynamo specializes size 1).
+# Kept: eager as the default (no compile cost: 2.4x transformers' generate at batch 1, 1.4x at
+# batch 32 on the 2-core EPYC, 1 thread), compile=True as the caller's choice (3.7x and 1.8x,
+# after ~50-65 s of compiling a graph on a cold inductor cache, ~10 s in a later process).
+# Batch 32 is bounded by the matmuls, which transformers runs too: they alone take ~1.2 ms of
+# its ~5.7 ms step. Numbers and what was tried: BENCHMARKS.md, "CPU decode step and sampling,
+# round 2 (2026-11-23, EPYC)".
 
 
-class FusedDecodeStep:
-    """model(tokens[:, None], kv_cache, input_pos=pos)[:, -1] for one new token per row (T=1),
-    rewritten for CPU decoding, where a step of a small model costs its number of ops, not its
-    FLOPs. Same math as model.py's forward (tests/test_sampler.py checks it against the
-    reference and transformers), with the weights rearranged once per generate() call:
-    - q, k, v in one matmul, gate and up in another;
-    - the RMSNorm weights before a matmul are folded into its columns (rms(x) * w @ W^T =
-      rms(x) @ (W * w)^T), the final norm's into a copy of the LM head;
-    - RoPE folded into that matmul: rotate_half is a signed permutation of q's and k's output
-      features, so the same matmul also emits rotate_half(q) and rotate_half(k), one RMSNorm
-      (unchanged by a signed permutation) normalizes both, and
-      rope(w * n) = n * (w * cos) + rotate_half(n) * (swap(w) * sin),  swap(w) = (w2, w1),
-      whose per-row factors (1/sqrt(head_dim) folded into q's) are built once a step for all
-      layers at once;
-    - the new keys/values go into the cache with one index_put_ each, and attention at T=1 is
-      two small matmuls and a softmax over the cache slots in use (masked past each row's position).
-    ~17 ops a layer instead of ~30. Costs one extra copy of the matrices (fine on CPU for small
-    models; the CUDA path keeps model.py's forward)."""
+def fuse_decode_weights(model):
+    """model -> dict of the rearranged weights fused_decode_step reads (one extra copy of
+    the matrices: fine on CPU for small models; the CUDA path keeps model.py's forward)."""
+    cfg = model.config
+    if cfg.attention_bias:
+        raise ValueError('fused_decode_step: attention_bias=True is not supported (use model.py\'s forward)')
+    nh, nkv, hd, H = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, cfg.hidden_size
+    half, dtype = hd // 2, model.model.embed_tokens.weight.dtype
+    sign = torch.cat([-torch.ones(half), torch.ones(half)]).to(dtype)
+    layers, qk_norm, qk_norm_rot = [], [], []
+    for blk in model.model.layers:
+        a, m = blk.self_attn, blk.mlp
+        w_qkv = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight])
+        w_gu = torch.cat([m.gate_proj.weight, m.up_proj.weight])
+        layers.append((w_qkv * (blk.input_layernorm.weight * math.sqrt(H)), a.o_proj.weight.t(),
+                       w_gu * (blk.post_attention_layernorm.weight * math.sqrt(H)), m.down_proj.weight.t()))
+        w = torch.cat([(a.q_norm.weight / math.sqrt(hd)).expand(nh, hd), a.k_norm.weight.expand(nkv, hd)]) * math.sqrt(hd)
+        qk_norm.append(w)
+        qk_norm_rot.append(sign * w.roll(half, dims=-1))
+    return {'layers': layers, 'qk_norm': torch.stack(qk_norm), 'qk_norm_rot': torch.stack(qk_norm_rot),  # [L, heads, hd]
+            'embed': model.model.embed_tokens.weight, 'head': model.lm_head.weight * (model.model.norm.weight * math.sqrt(H)),
+            'inv_freq': 1.0 / (cfg.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd)),
+            'eps_hidden': torch.tensor(math.sqrt(H * cfg.rms_norm_eps), dtype=dtype),  # sqrt(n eps) of unit_rms
+            'eps_head': torch.tensor(math.sqrt(hd * cfg.rms_norm_eps), dtype=dtype)}
 
-    def __init__(self, model):
-        cfg = model.config
-        if cfg.attention_bias:
-            raise ValueError('FusedDecodeStep: attention_bias=True is not supported (use model.py\'s forward)')
-        self.n_heads, self.n_kv, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-        self.hidden, self.eps = cfg.hidden_size, cfg.rms_norm_eps
-        nh, nkv, hd = self.n_heads, self.n_kv, self.head_dim
-        half = hd // 2
-        # output rows of rotate_half(x) = (-x2, x1) per head, as a signed permutation of the rows
-        perm = torch.cat([torch.arange(half, hd), torch.arange(half)])
-        sign = torch.cat([-torch.ones(half), torch.ones(half)])
 
-        def rotated(w, heads):  # [heads * hd, H] -> rows of rotate_half(x @ w^T)
-            w = w.view(heads, hd, -1)
-            return (w[:, perm] * sign[:, None].to(w.dtype)).reshape(heads * hd, -1)
+def unit_rms(x, sqrt_n_eps):
+    """x / sqrt(|x|^2 + n eps) over the last dim (size n) = RMSNorm(x) / sqrt(n), unweighted."""
+    return x / torch.hypot(torch.linalg.vector_norm(x, dim=-1, keepdim=True), sqrt_n_eps)
 
-        self.layers, norm_w, swap_w = [], [], []
-        for blk in model.model.layers:
-            a, m = blk.self_attn, blk.mlp
-            w_qkv = torch.cat([a.q_proj.weight, a.k_proj.weight, rotated(a.q_proj.weight, nh),
-                               rotated(a.k_proj.weight, nkv), a.v_proj.weight])
-            w_gu = torch.cat([m.gate_proj.weight, m.up_proj.weight])
-            self.layers.append((w_qkv * blk.input_layernorm.weight, a.o_proj.weight.t(),
-                                w_gu * blk.post_attention_layernorm.weight, m.down_proj.weight.t()))
-            qk_w = torch.cat([(a.q_norm.weight / math.sqrt(hd)).expand(nh, hd), a.k_norm.weight.expand(nkv, hd)])
-            norm_w.append(qk_w)
-            swap_w.append(qk_w[:, perm])
-        self.norm_w, self.swap_w = torch.stack(norm_w), torch.stack(swap_w)  # [L, heads, hd]
-        self.embed = model.model.embed_tokens.weight
-        self.head = model.lm_head.weight * model.model.norm.weight
-        self.inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd))
 
-    def __call__(self, tokens, cache, pos, used):
-        """tokens [B], cache: list of (k, v) [B, n_kv, S, hd] per layer, pos [B] (the slot this
-        token goes to), used = slots attended to (> pos.max()). Returns logits [B, V]."""
-        B = tokens.shape[0]
-        nh, nkv, hd, H, eps = self.n_heads, self.n_kv, self.head_dim, self.hidden, self.eps
-        heads = nh + nkv
-        x = F.embedding(tokens, self.embed)
-        # per-row RoPE factors of every layer (fp32 angles as model.rope_cos_sin computes them)
-        angles = pos[:, None].float() * self.inv_freq
-        angles = torch.cat((angles, angles), dim=-1)[:, None, None]  # [B, 1, 1, hd]
-        cos_w = angles.cos().to(x.dtype) * self.norm_w  # [B, L, heads, hd]
-        sin_w = angles.sin().to(x.dtype) * self.swap_w
-        # query at position pos[b] sees slots 0..pos[b] of its row
-        bias = torch.zeros(B, nkv, 1, used, dtype=x.dtype).masked_fill_(
-            torch.arange(used) > pos[:, None, None, None], float('-inf')).view(B * nkv, 1, used)
-        rows = torch.arange(B)[:, None].expand(B, nkv)
-        slots = torch.arange(nkv)[None] * cache[0][0].shape[2] + pos[:, None]  # into k.view(B, n_kv * S, hd)
-        for i, (w_qkv, w_o_t, w_gu, w_down_t) in enumerate(self.layers):
-            k_cache, v_cache = cache[i]
-            qkv = F.linear(F.rms_norm(x, (H,), None, eps), w_qkv)
-            n = F.rms_norm(qkv[:, :2 * heads * hd].view(B, 2 * heads, hd), (hd,), None, eps)
-            qk = torch.addcmul(n[:, :heads] * cos_w[:, i], n[:, heads:], sin_w[:, i])  # [B, heads, hd]
-            k_cache.view(B, -1, hd).index_put_((rows, slots), qk[:, nh:])
-            v_cache.view(B, -1, hd).index_put_((rows, slots), qkv[:, 2 * heads * hd:].view(B, nkv, hd))
-            # 3-D batched matmuls over (row, k/v head): GQA's query heads grouped by their k/v head
-            q = qk[:, :nh].reshape(B * nkv, nh // nkv, hd)
-            scores = torch.baddbmm(bias, q, k_cache[:, :, :used].reshape(B * nkv, used, hd).transpose(1, 2))
-            y = torch.bmm(torch.softmax(scores, dim=-1), v_cache[:, :, :used].reshape(B * nkv, used, hd))
-            x = torch.addmm(x, y.view(B, nh * hd), w_o_t)
-            gate, up = F.linear(F.rms_norm(x, (H,), None, eps), w_gu).chunk(2, dim=-1)
-            x = torch.addmm(x, F.silu(gate).mul_(up), w_down_t)
-        return F.linear(F.rms_norm(x, (H,), None, eps), self.head)
+def attention_bias(pos, used):
+    """[B, 1, 1, used] additive mask: the query at position pos[b] sees slots 0..pos[b] of its row."""
+    bias = torch.zeros(pos.shape[0], 1, 1, used, device=pos.device)
+    return bias.masked_fill_(torch.arange(used, device=pos.device) > pos[:, None, None, None], float('-inf'))
+
+
+def attend_bmm(q, k, v, bias):
+    """softmax(q k^T + bias) v at T=1 as two batched matmuls over (row, k/v head). q [B, n_kv, g, hd]
+    (the g query heads of each k/v head, 1/sqrt(hd) folded in), k, v [B, n_kv, used, hd]."""
+    B, n_kv, g, hd = q.shape
+    used = k.shape[2]
+    scores = torch.baddbmm(bias.expand(B, n_kv, 1, used).reshape(B * n_kv, 1, used), q.reshape(B * n_kv, g, hd),
+                           k.reshape(B * n_kv, used, hd).transpose(1, 2))
+    return torch.bmm(torch.softmax(scores, dim=-1), v.reshape(B * n_kv, used, hd)).view(B, n_kv, g, hd)
+
+
+def attend_elementwise(q, k, v, bias):
+    """attend_bmm as broadcast products and sums, for inductor: it fuses them into loops over the
+    cache without the [.., used, hd] temporaries (eager, those make it slower than MKL's bmm)."""
+    scores = (q[:, :, :, None] * k[:, :, None]).sum(dim=-1) + bias  # [B, n_kv, g, used]
+    return (torch.softmax(scores, dim=-1)[..., None] * v[:, :, None]).sum(dim=-2)
+
+
+def fused_decode_step(w, tokens, cache, pos, bias, attend=attend_bmm):
+    """tokens [B], cache: list of (k, v) [B, n_kv, S, hd] per layer, pos [B] (the slot this token
+    goes to), bias = attention_bias(pos, used) for the `used` slots attended to (> pos.max()),
+    w = fuse_decode_weights(model). Writes the new keys/values, returns logits [B, V]."""
+    B, (n_kv, S, hd) = tokens.shape[0], cache[0][0].shape[1:]
+    heads = w['qk_norm'].shape[1]  # query + key heads
+    nh, used = heads - n_kv, bias.shape[-1]
+    x = F.embedding(tokens, w['embed'])
+    angles = pos[:, None].float() * w['inv_freq']  # fp32 angles, as model.rope_cos_sin
+    angles = torch.cat((angles, angles), dim=-1)[:, None, None]  # [B, 1, 1, hd]
+    cos_w = angles.cos().to(x.dtype) * w['qk_norm']  # [B, L, heads, hd]
+    sin_w = angles.sin().to(x.dtype) * w['qk_norm_rot']
+    rows = torch.arange(B, device=x.device)[:, None].expand(B, n_kv)
+    slots = torch.arange(n_kv, device=x.device)[None] * S + pos[:, None]  # into k.view(B, n_kv * S, hd)
+    for i, (w_qkv, w_o_t, w_gu, w_down_t) in enumerate(w['layers']):
+        k_cache, v_cache = cache[i]
+        qkv = F.linear(unit_rms(x, w['eps_hidden']), w_qkv)
+        n = unit_rms(qkv[:, :heads * hd].view(B, heads, hd), w['eps_head'])
+        qk = torch.addcmul(n * cos_w[:, i], n.roll(hd // 2, dims=-1), sin_w[:, i])  # normed, rotated q and k
+        k_cache.view(B, -1, hd).index_put_((rows, slots), qk[:, nh:])
+        v_cache.view(B, -1, hd).index_put_((rows, slots), qkv[:, heads * hd:].view(B, n_kv, hd))
+        y = attend(qk[:, :nh].view(B, n_kv, nh // n_kv, hd), k_cache[:, :, :used], v_cache[:, :, :used], bias)
+        x = torch.addmm(x, y.reshape(B, nh * hd), w_o_t)
+        gate, up = F.linear(unit_rms(x, w['eps_hidden']), w_gu).chunk(2, dim=-1)
+        x = torch.addmm(x, F.silu(gate) * up, w_down_t)
+    return F.linear(unit_rms(x, w['eps_hidden']), w['head'])
+
+
+def inductor_decode_step(w, tokens, cache, pos, bias):
+    """fused_decode_step with attend_elementwise: the function generate(compile=True) compiles."""
+    return fused_decode_step(w, tokens, cache, pos, bias, attend=attend_elementwise)
+
+
+@functools.cache
+def compiled_decode_step():
+    """torch.compile(inductor_decode_step), built on first use and kept for the process (dynamo's
+    own cache holds its graphs; inductor's on-disk cache makes a later process cheaper)."""
+    return torch.compile(inductor_decode_step)
+
+
+def mark_dynamic(tokens, cache, pos, bias):
+    """Batch size, cache length and attended length vary from call to call: mark them dynamic
+    so that one graph serves all (maybe_: a size-1 batch gets its own graph instead of an error)."""
+    for t in (tokens, pos, bias):
+        torch._dynamo.maybe_mark_dynamic(t, 0)
+    torch._dynamo.maybe_mark_dynamic(bias, 3)
+    for kv in cache:
+        for t in kv:
+            torch._dynamo.maybe_mark_dynamic(t, 0)
+            torch._dynamo.maybe_mark_dynamic(t, 2)
+
+
+def cpu_decode_step(model, compile):
+    """step(tokens, cache, pos, used) -> logits for _decode_eager on CPU: fused_decode_step on
+    the model's fused weights, through torch.compile when compile=True."""
+    w = fuse_decode_weights(model)
+
+    def step(tokens, cache, pos, used):
+        bias = attention_bias(pos, used)
+        if not compile:
+            return fused_decode_step(w, tokens, cache, pos, bias)
+        mark_dynamic(tokens, cache, pos, bias)
+        return compiled_decode_step()(w, tokens, cache, pos, bias)
+    return step
 
 
 # -----------------------------------------------------------------------------
@@ -266,15 +349,16 @@ class FusedDecodeStep:
 
 
 def _decode_eager(model, cache, first_tokens, first_logprobs, pos, row_ids, n, max_new_tokens,
-                  sample, stop_ids, progress):
+                  sample, stop_ids, compile, progress):
     """Dynamic-shape decoding (CPU, or CUDA without graphs). Live tensors hold only unfinished
-    rows (plus finished ones not yet compacted away). Returns the list of result dicts."""
+    rows (plus finished ones not yet compacted away). Returns the list of result dicts.
+    compile: torch.compile the CPU step (ignored on this path's CUDA/attention-bias fallback)."""
     if first_tokens.is_cuda or model.config.attention_bias:  # model.py's forward (flash-attn's decode kernel)
         def step(tokens, cache, pos, used):
             view = [(k[:, :, :used], v[:, :, :used]) for k, v in cache]
             return model(tokens[:, None], kv_cache=view, input_pos=pos)[:, -1]
     else:
-        step = FusedDecodeStep(model)
+        step = cpu_decode_step(model, compile)
     R = first_tokens.shape[0]
     out_tokens = torch.empty(R, max_new_tokens, dtype=torch.long, device=first_tokens.device)
     out_logprobs = torch.empty(R, max_new_tokens, dtype=torch.float32, device=first_tokens.device)
@@ -401,7 +485,9 @@ def generate(model, prompts, n=1, max_new_tokens=256, temperature=1.0, top_p=1.0
     prompt_index, tokens (generated ids, the stop token included when hit), logprobs (float
     per token, under the distribution sampled from), finish_reason ('stop' | 'length').
     batch_size caps the rows decoded at once (rows are grouped by prompt length to cut
-    padding); cuda_graph / compile only act on CUDA (static-shape decode, see the docstring).
+    padding). cuda_graph: CUDA only (static-shape decode, see the docstring). compile: on CUDA
+    the static-shape step, on CPU the fused step, through torch.compile (tens of seconds the
+    first time in a process on a cold inductor cache; pays for long or batch-1 decoding).
     seed: same seed and arguments -> same outputs; None draws a fresh seed."""
     stop_token_ids = [int(s) for s in stop_token_ids]
     if isinstance(prompts, (list, tuple)):
@@ -449,7 +535,7 @@ def generate(model, prompts, n=1, max_new_tokens=256, temperature=1.0, top_p=1.0
                                                 max_new_tokens, sample, stop_ids, cuda_graph, compile, progress)
         else:
             batch_results = _decode_eager(model, cache, first_tokens, first_logprobs, pos, row_ids, n,
-                                          max_new_tokens, sample, stop_ids, progress)
+                                          max_new_tokens, sample, stop_ids, compile, progress)
         for row, res in batch_results:
             results[row] = res
     return results

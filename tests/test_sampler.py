@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from model import Qwen3, Qwen3Config
-from sampler import FusedDecodeStep, filter_logits, generate, sample_from_logits
+from sampler import (attend_bmm, attend_elementwise, attention_bias, filter_logits, fuse_decode_weights,
+                     fused_decode_step, generate, sample_from_logits)
 
 VOCAB = 96  # tiny vocabulary: full-vocab reference loops stay cheap
 
@@ -82,10 +83,12 @@ def test_greedy_ragged_batch_matches_cache_free_reference_with_stops_and_compact
             assert r['finish_reason'] == ('stop' if want[i // 2][-1] == stop else 'length')
 
 
+@pytest.mark.parametrize('attend', [attend_bmm, attend_elementwise])
 @torch.no_grad()
-def test_fused_decode_step_equals_model_forward_at_ragged_positions():
-    # the CPU decode step (fused weights, folded norms and RoPE, hand-written T=1 attention)
-    # against model.py's cached forward: same logits, same keys/values written at each row's slot
+def test_fused_decode_step_equals_model_forward_at_ragged_positions(attend):
+    # the CPU decode step (fused weights, folded norms and RoPE, hand-written T=1 attention:
+    # the eager bmm one and the one generate(compile=True) hands to inductor), against
+    # model.py's cached forward: same logits, same keys/values written at each row's slot
     model = tiny_model(seed=3)
     B, S, used = 5, 24, 17
     g = torch.Generator().manual_seed(3)
@@ -94,10 +97,27 @@ def test_fused_decode_step_equals_model_forward_at_ragged_positions():
     tokens = torch.randint(0, VOCAB, (B,), generator=g)
     pos = torch.tensor([0, 3, 16, 9, 12])
     want = model(tokens[:, None], kv_cache=[(k[:, :, :used], v[:, :, :used]) for k, v in ref_cache], input_pos=pos)[:, -1]
-    got = FusedDecodeStep(model)(tokens, cache, pos, used)
+    got = fused_decode_step(fuse_decode_weights(model), tokens, cache, pos, attention_bias(pos, used), attend)
     assert torch.allclose(got, want, atol=1e-4, rtol=1e-4)
     for (k, v), (rk, rv) in zip(cache, ref_cache):
         assert torch.allclose(k, rk, atol=1e-5) and torch.allclose(v, rv, atol=1e-5)
+
+
+def test_compiled_decode_matches_cache_free_reference_while_the_batch_shrinks():
+    # generate(compile=True) on CPU: the fused step through torch.compile with batch size,
+    # cache length and attended length dynamic. Rows stop at different steps, so compaction
+    # shrinks the batch (8 -> 6 -> 4 -> 2 rows, never 1: prompt 3 never stops) and the
+    # attended length grows every step: all through one graph (a recompile would only cost
+    # time, so this checks the tokens and log-probs, not the graph count)
+    model = tiny_model()
+    prompts = ragged_prompts()
+    stop = greedy_reference(model, prompts[2], 20)[3]
+    want = [greedy_reference(model, p, 20, (stop,)) for p in prompts]
+    got = generate(model, prompts, n=2, max_new_tokens=20, temperature=0, stop_token_ids=(stop,), compile=True)
+    eager = generate(model, prompts, n=2, max_new_tokens=20, temperature=0, stop_token_ids=(stop,))
+    assert [r['tokens'] for r in got] == [want[i // 2] for i in range(8)]
+    for a, b in zip(got, eager):
+        assert a['logprobs'] == pytest.approx(b['logprobs'], abs=1e-4)
 
 
 def test_greedy_same_with_batch_size_cap():
@@ -145,6 +165,14 @@ def test_top_p_keeps_smallest_prefix_reaching_p():
     assert kept(filter_logits(logits, top_p=0.85)) == [{0, 1, 2}, {1}]
     assert kept(filter_logits(logits, top_p=0.97)) == [{0, 1, 2, 3}, {1, 0, 2}]  # 0.95 < 0.97
     assert kept(filter_logits(logits, top_p=0.01)) == [{0}, {1}]  # the top token always stays
+
+
+def test_top_p_keeps_every_token_tied_with_the_last_kept_one():
+    # the kept set is every token at least as likely as the prefix's last one: with 0.3 tied,
+    # the prefix {0.4, 0.3} reaches 0.5, and the other 0.3 stays too (no arbitrary tie break)
+    logits = torch.tensor([[0.4, 0.3, 0.3, 0.0], [0.3, 0.4, 0.2, 0.1]]).clamp(min=1e-9).log()
+    out = filter_logits(logits, top_p=0.5)
+    assert [set(torch.isfinite(row).nonzero().flatten().tolist()) for row in out] == [{0, 1, 2}, {0, 1}]
 
 
 def test_filter_matches_python_reference_on_random_logits():
