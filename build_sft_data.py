@@ -5,7 +5,7 @@ questions with budgets g*, the POLICY warm-up set.
 
     python build_sft_data.py config/tiny_sft_data.py                             # -> out/data/sft_mixed.jsonl
     python build_sft_data.py config/tiny_sft_data.py config/tiny_policy_data.py  # -> out/data/sft_policy.jsonl
-    python build_sft_data.py config/qwen3_1p7b_sft_data.py                       # paper scale (GPU)
+    torchrun --standalone --nproc_per_node=8 build_sft_data.py config/qwen3_1p7b_sft_data.py   # paper scale
 
 The mixed-ratio set (the Extra-CoT paper, Stage 2): the base model answers the SFT pool
 (evaluate.sample_and_grade, mode 'none'); only correct answers with a closed <think> are kept;
@@ -24,14 +24,23 @@ compressed at g*, warmup_fraction of the fixed-mode records in number, mixed as 
 The base model's graded answers are cached per question (samples_cache_path), so the warm-up
 build only samples the teacher's questions that the first build did not see. Output is
 written atomically.
+
+Distributed (torchrun): every rank answers its share of the uncached questions (evaluate.shard,
+as evaluation splits a benchmark; sample_batch_size rows decoded at once, lowered by the memory
+plan; chunks appended to a per-rank .partial file, so a killed build resumes) and compresses its
+share of the CoTs; rank 0 merges and writes. No stage leaves the other ranks idle for long, and
+dist_timeout_s bounds how long a barrier waits for the slowest rank's share.
 """
+import glob
+import json
 import os
 import random
 import time
 
 import evaluate
-from common import (append_jsonl, barrier, cleanup_dist, is_main, print0, read_jsonl, read_jsonl_tolerant,
-                    setup_dist, write_jsonl)
+import memplan
+from common import (barrier, cleanup_dist, drop_torn_tail, is_main, print0, read_jsonl, read_jsonl_tolerant, setup_dist,
+                    write_jsonl)
 from compressor import compress_batch, load_compressor
 from data import answer_text, mode_name, render_completion
 from model import Qwen3
@@ -55,6 +64,10 @@ bucket_tol = 0.05                   # realized ratio must be within this of a bu
 min_cot_tokens = 4                  # fewer reasoning tokens than this = degenerate
 max_ngram_repeats = 6               # a 4-gram seen more often than this = degenerate loop
 compress_batch_size = 16            # CoTs per forward pass when compressing
+sample_batch_size = 64              # rows the base model decodes at once (lowered by the memory plan on a GPU)
+chunk_questions = 256               # questions per appended chunk of a rank's samples (a kill loses one chunk)
+cuda_graph = True                   # CUDA-graph decode on CUDA, the sampler's fastest path there (no effect on CPU)
+dist_timeout_s = 4 * 3600           # process-group timeout: ranks wait at barriers while the others finish their shares
 fallback_gold_cots = False          # smoke runs only: corpus CoTs stand in for questions the base model missed
 device_type = 'auto'                # 'auto', 'cpu' or 'cuda'
 # the POLICY warm-up set
@@ -179,15 +192,35 @@ def policy_warmup_records(cots, comp, teacher, n_fixed, rng, warmup_fraction, wa
     return warm
 
 
+def compress_cots(model, tok, cots, rtok, compress_ratios, compress_batch_size, rank=0, world=1, parts_path=''):
+    """id -> compress_batch rows of its CoT at every ratio. Under torchrun each rank compresses
+    its evaluate.shard of the CoTs and writes them to parts_path.rank{r}of{world}; after a
+    barrier every rank reads every part, so all ranks return the same dict."""
+    ids = list(cots)
+    mine = [ids[i] for i in evaluate.shard(len(ids), rank, world)]
+    comp = dict(zip(mine, compress_batch(model, tok, [(cots[i][0], cots[i][2]) for i in mine], compress_ratios, rtok,
+                                         batch_size=compress_batch_size)))
+    if world == 1:
+        return comp
+    write_jsonl(f'{parts_path}.rank{rank}of{world}', [{'id': i, 'rows': comp[i]} for i in mine])
+    barrier()
+    comp = {r['id']: r['rows'] for k in range(world) for r in read_jsonl(f'{parts_path}.rank{k}of{world}')}
+    barrier()  # every rank has read every part
+    if rank == 0:
+        for k in range(world):
+            os.remove(f'{parts_path}.rank{k}of{world}')
+    return comp
+
+
 def build_sft_records(model, tok, samples, rtok, teacher, *, compress_ratios, bucket_tol, min_cot_tokens,
-                      max_ngram_repeats, compress_batch_size, seed, replay_fraction, warmup_fraction, warmup_mix):
+                      max_ngram_repeats, compress_batch_size, seed, replay_fraction, warmup_fraction, warmup_mix,
+                      rank=0, world=1, parts_path=''):
     """SFT records from graded samples (evaluate.sample_and_grade rows): the fixed-mode records,
-    plus POLICY warm-up items when teacher budget rows are given. Returns (records, stats)."""
+    plus POLICY warm-up items when teacher budget rows are given. The compression is split over
+    the ranks (compress_cots); every rank returns the same (records, stats)."""
     stats = {'samples': len(samples), 'correct': 0, 'degenerate': 0, 'missing_bucket': 0, 'questions': 0}
     cots = usable_cots(samples, rtok, min_cot_tokens, max_ngram_repeats, stats)
-    ids = list(cots)
-    comp = dict(zip(ids, compress_batch(model, tok, [(cots[i][0], cots[i][2]) for i in ids], compress_ratios, rtok,
-                                        batch_size=compress_batch_size)))
+    comp = compress_cots(model, tok, cots, rtok, compress_ratios, compress_batch_size, rank, world, parts_path)
     rng = random.Random(seed)
     records = fixed_mode_records(cots, comp, rtok, bucket_tol, min_cot_tokens, max_ngram_repeats, rng, stats)
     if teacher:
@@ -213,26 +246,80 @@ def print_bucket_table(records):
 
 
 # -----------------------------------------------------------------------------
-# the base model's answers
+# the base model's answers, sampled by every rank
 
-def sample_base_answers(base, rtok, items, cache_path, base_ckpt, n_samples, temperature, top_p, max_new_tokens,
-                        seed):
-    """Graded samples of the base model for every item, in item order: cached rows (same
-    base_ckpt) are reused, the rest are sampled and appended to the cache."""
-    cached = {}
-    for r in read_jsonl_tolerant(cache_path):
+def partial_paths(cache_path):
+    """The per-rank files of unmerged samples next to the cache (any world size)."""
+    return sorted(glob.glob(glob.escape(cache_path) + '.rank*of*.partial'))
+
+
+def rows_by_id(path, base_ckpt):
+    """id -> the rows of `path` that base_ckpt wrote (a torn last line dropped)."""
+    found = {}
+    for r in read_jsonl_tolerant(path):
         if r.get('base_ckpt') == os.path.abspath(base_ckpt):
-            cached.setdefault(r['id'], []).append(r)
-    todo = [it for it in items if it['id'] not in cached]
-    print0(f'build: {len(items) - len(todo)} questions answered before (cache), {len(todo)} to sample')
-    new = evaluate.sample_and_grade(base, rtok, todo, mode='none', n=n_samples, temperature=temperature, top_p=top_p,
-                                    max_new_tokens=max_new_tokens, seed=seed)
+            found.setdefault(r['id'], []).append(r)
+    return found
+
+
+def append_rows(path, rows):
+    """One write of jsonl rows (after cutting a torn last line): a kill loses this write at most."""
+    drop_torn_tail(path)
+    with open(path, 'a') as f:
+        f.write(''.join(json.dumps(r) + '\n' for r in rows))
+
+
+def read_base_samples(cache_path, base_ckpt, n_samples):
+    """id -> the base model's graded rows (base_ckpt's own), from the merged cache and any
+    per-rank .partial files a killed run left. A question counts once (its first file), and
+    only with at least n_samples rows, the last n_samples (a torn chunk is sampled again, and a
+    resumed rank appends the fresh rows after the torn ones)."""
+    cached = {}
+    for path in [cache_path] + partial_paths(cache_path):
+        cached.update({k: v[-n_samples:] for k, v in rows_by_id(path, base_ckpt).items()
+                       if k not in cached and len(v) >= n_samples})
+    return cached
+
+
+def merge_base_samples(cache_path, base_ckpt, n_samples):
+    """Rank 0: the questions of the .partial files appended to the cache, the files removed."""
+    in_cache = {k for k, v in rows_by_id(cache_path, base_ckpt).items() if len(v) >= n_samples}
+    new = [r for k, rows in read_base_samples(cache_path, base_ckpt, n_samples).items() if k not in in_cache
+           for r in rows]
+    if new:
+        append_rows(cache_path, new)
+    for path in partial_paths(cache_path):
+        os.remove(path)
+
+
+def sample_base_answers(base, rtok, items, cache_path, base_ckpt, *, n_samples, temperature, top_p, max_new_tokens,
+                        seed, batch_size, chunk_questions, rank=0, world=1, cuda_graph=False):
+    """Graded samples of the base model for every item, in item order, on every rank. Questions
+    in the cache (same base_ckpt) are reused; the rest are split over the ranks as evaluation
+    splits them (evaluate.shard), each rank appending its chunks of chunk_questions to its own
+    .partial file, decoding batch_size rows at once; rank 0 then merges them into the cache."""
     os.makedirs(os.path.dirname(cache_path) or '.', exist_ok=True)
-    for s in new:
-        row = {k: s[k] for k in ('id', 'question', 'gold', 'difficulty', 'correct', 'tokens')}
-        row['base_ckpt'] = os.path.abspath(base_ckpt)
-        append_jsonl(cache_path, row)
-        cached.setdefault(s['id'], []).append(row)
+    cached = read_base_samples(cache_path, base_ckpt, n_samples)
+    todo = [it for it in items if it['id'] not in cached]
+    barrier()  # every rank has read the same cache before any rank writes
+    print0(f'build: {len(items) - len(todo)} questions answered before (cache), {len(todo)} to sample '
+           f'over {world} rank(s)')
+    mine = evaluate.shard(len(todo), rank, world)
+    part = f'{cache_path}.rank{rank}of{world}.partial'
+    for c in range(0, len(mine), chunk_questions):
+        chunk = mine[c:c + chunk_questions]
+        new = evaluate.sample_and_grade(base, rtok, [todo[i] for i in chunk], mode='none', n=n_samples,
+                                        temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                                        seed=seed + chunk[0], batch_size=batch_size, cuda_graph=cuda_graph)
+        rows = [dict({k: s[k] for k in ('id', 'question', 'gold', 'difficulty', 'correct', 'tokens')},
+                     base_ckpt=os.path.abspath(base_ckpt)) for s in new]
+        append_rows(part, rows)
+        print0(f'build: {min(c + chunk_questions, len(mine))}/{len(mine)} questions sampled (rank 0)')
+    barrier()
+    if rank == 0:
+        merge_base_samples(cache_path, base_ckpt, n_samples)
+    barrier()
+    cached = read_base_samples(cache_path, base_ckpt, n_samples)
     return [r for it in items for r in cached[it['id']]]
 
 
@@ -248,40 +335,64 @@ def gold_cot_samples(items, samples, rtok):
             for it in fallback]
 
 
+def load_items(pool_path, max_questions, teacher_path):
+    """(the questions the base model answers, the teacher rows or None): the pool (its first
+    max_questions), plus the teacher's questions it lacks (they need warm-up items too)."""
+    items = read_jsonl(pool_path)
+    if max_questions:
+        items = items[:max_questions]
+    teacher = read_jsonl(teacher_path) if teacher_path else None
+    if teacher:
+        known = {it['id'] for it in items}
+        items += [{'id': t['id'], 'question': t['question'], 'answer': t['answer']}
+                  for t in teacher if t['id'] not in known]
+    return items, teacher
+
+
+def check_inputs(paths):
+    """Every local input exists (hub ids are left to the loaders)."""
+    for path, what in paths:
+        hub_id = path.count('/') == 1 and not path.startswith(('.', '/', 'out/'))
+        if path and not hub_id and not os.path.exists(path):
+            raise FileNotFoundError(f'{path}: {what} not found')
+
+
 def main():
     t0 = time.time()
-    _, _, _, device = setup_dist(device_type)
-    if is_main():  # one process builds; the others wait
-        for path, what in ((compressor_ckpt, 'compressor checkpoint'), (base_ckpt, 'base model checkpoint'),
-                           (pool_path, 'SFT question pool'), (teacher_path, 'teacher budgets (teacher_path)')):
-            hub_id = path.count('/') == 1 and not path.startswith(('.', '/', 'out/'))
-            if path and not hub_id and not os.path.exists(path):
-                raise FileNotFoundError(f'{path}: {what} not found')
-        model, tok = load_compressor(compressor_ckpt, device)
-        base = Qwen3.from_pretrained(base_ckpt, device=device)
-        rtok = load_tokenizer(base_ckpt)
-        items = read_jsonl(pool_path)
-        if max_questions:
-            items = items[:max_questions]
-        teacher = read_jsonl(teacher_path) if teacher_path else None
-        if teacher:  # the teacher's questions get answered too, for their warm-up items
-            known = {it['id'] for it in items}
-            items += [{'id': t['id'], 'question': t['question'], 'answer': t['answer']}
-                      for t in teacher if t['id'] not in known]
-        print0(f"build: {'POLICY warm-up items from ' + teacher_path if teacher_path else 'mixed-ratio set only'}")
-        samples = sample_base_answers(base, rtok, items, samples_cache_path, base_ckpt, n_samples, temperature,
-                                      top_p, max_new_tokens, seed)
-        if fallback_gold_cots:
-            samples += gold_cot_samples(items, samples, rtok)
-        t1 = time.time()
-        del base
-        records, stats = build_sft_records(
-            model, tok, samples, rtok, teacher, compress_ratios=compress_ratios, bucket_tol=bucket_tol,
-            min_cot_tokens=min_cot_tokens, max_ngram_repeats=max_ngram_repeats, compress_batch_size=compress_batch_size,
-            seed=seed, replay_fraction=replay_fraction, warmup_fraction=warmup_fraction, warmup_mix=warmup_mix)
-        if not records:
-            raise SystemExit(f"build: no usable records ({stats}); the base model at {base_ckpt} answered "
-                             f"no question correctly with a closed think, or every question missed a bucket")
+    rank, world, _, device = setup_dist(device_type, timeout_s=dist_timeout_s)
+    check_inputs(((compressor_ckpt, 'compressor checkpoint'), (base_ckpt, 'base model checkpoint'),
+                  (pool_path, 'SFT question pool'), (teacher_path, 'teacher budgets (teacher_path)')))
+    items, teacher = load_items(pool_path, max_questions, teacher_path)
+    print0(f"build: {'POLICY warm-up items from ' + teacher_path if teacher_path else 'mixed-ratio set only'}")
+    # ---- every rank samples its share of the pool, in batches the memory plan allows
+    base = Qwen3.from_pretrained(base_ckpt, device=device)
+    rtok = load_tokenizer(base_ckpt)
+    limit = memplan.device_bytes(device)
+    prompt_len = evaluate.longest_prompt(rtok, {'pool': items}, ['none'])
+    rows_at_once, plan = evaluate.fit_batch_size(base.config, min(sample_batch_size, chunk_questions * n_samples),
+                                                 prompt_len, max_new_tokens, top_p,
+                                                 str(base.model.embed_tokens.weight.dtype).split('.')[-1], n_samples,
+                                                 limit)
+    memplan.check(plan, limit, f'build_sft_data sampling ({rows_at_once} rows at once)', print_fn=print0)
+    samples = sample_base_answers(base, rtok, items, samples_cache_path, base_ckpt, n_samples=n_samples,
+                                  temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed,
+                                  batch_size=rows_at_once, chunk_questions=chunk_questions, rank=rank, world=world,
+                                  cuda_graph=cuda_graph)
+    if fallback_gold_cots:
+        samples += gold_cot_samples(items, samples, rtok)
+    del base
+    t1 = time.time()
+    # ---- every rank compresses its share of the CoTs; rank 0 writes the records
+    model, tok = load_compressor(compressor_ckpt, device)
+    records, stats = build_sft_records(
+        model, tok, samples, rtok, teacher, compress_ratios=compress_ratios, bucket_tol=bucket_tol,
+        min_cot_tokens=min_cot_tokens, max_ngram_repeats=max_ngram_repeats, compress_batch_size=compress_batch_size,
+        seed=seed, replay_fraction=replay_fraction, warmup_fraction=warmup_fraction, warmup_mix=warmup_mix,
+        rank=rank, world=world, parts_path=out_path + '.compressed')
+    if not records:
+        raise SystemExit(f"build: no usable records ({stats}); the base model at {base_ckpt} answered "
+                         f"no question correctly with a closed think, or every question missed a bucket")
+    if is_main():
         write_jsonl(out_path, records)
         print0(f"build: {stats} -> {len(records)} records in {out_path} "
                f"(sampling {t1 - t0:.1f}s, compressing {time.time() - t1:.1f}s)")

@@ -376,6 +376,11 @@ def main(argv):
     gpus = [int(g) for g in opts.pop('gpus', '1,8').split(',')]
     limit = float(opts.pop('gpu_gib', DEFAULT_GPU_GIB)) * GiB
     shape, prompt_len = opts.pop('shape', ''), int(opts.pop('prompt_len', 512))
+    # the scripts name their compute dtype differently (evaluate / train_chrpo: param_dtype,
+    # train_sft: autocast_dtype, train_compressor: dtype); the plans take it as `dtype`
+    for key in ('param_dtype', 'autocast_dtype'):
+        if key in config:
+            config.setdefault('dtype', config[key])
     for k, v in opts.items():  # --key=value overrides, as configurator.py parses them
         try:
             config[k] = ast.literal_eval(v)

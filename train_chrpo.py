@@ -86,6 +86,7 @@ max_new_tokens = 384               # rollout length cap (truncated = invalid)
 temperature = 1.0                  # rollout temperature (also used in the loss)
 top_p = 1.0                        # keep 1.0: the loss assumes the tempered softmax
 sample_batch_size = 0              # rows decoded at once (0 = all)
+cuda_graph = True                  # rollouts and teacher labels: CUDA-graph decode on CUDA (no effect on CPU)
 # optimization
 learning_rate = 2e-5               # AdamW lr (constant after warmup)
 warmup_iters = 0                   # linear warmup steps
@@ -143,7 +144,8 @@ def teacher_row(item, rows_by_budget, solve_share):
 
 
 def compute_teacher_budgets(model, tok, items, path, rank, world, *, teacher_samples, teacher_solve_share,
-                            teacher_temperature, teacher_top_p, teacher_chunk, max_new_tokens, seed, batch_size):
+                            teacher_temperature, teacher_top_p, teacher_chunk, max_new_tokens, seed, batch_size,
+                            cuda_graph=False):
     """Label every item (resumable: rows already in `path` are kept, the rest appended in
     chunks of teacher_chunk). Each rank samples its strided share of a chunk, teacher_samples
     per (question, budget); rank 0 appends the rows. batch_size: rows decoded at once (None = all)."""
@@ -164,7 +166,7 @@ def compute_teacher_budgets(model, tok, items, path, rank, world, *, teacher_sam
             per_budget[b] = sample_and_grade(model, tok, mine, f'{b:.1f}', n=teacher_samples,
                                              temperature=teacher_temperature, top_p=teacher_top_p,
                                              max_new_tokens=max_new_tokens, seed=seed + 7919 * (c0 + 1) + rank + int(b * 10),
-                                             batch_size=batch_size)
+                                             batch_size=batch_size, cuda_graph=cuda_graph)
         for qi, item in enumerate(mine):
             by_b = {b: per_budget[b][qi * teacher_samples:(qi + 1) * teacher_samples] for b in BUDGET_VALUES}
             rows.append(teacher_row(item, by_b, teacher_solve_share))
@@ -508,7 +510,8 @@ def main():
         compute_teacher_budgets(teacher_model, tok, items, t_path, rank, world, teacher_samples=teacher_samples,
                                 teacher_solve_share=teacher_solve_share, teacher_temperature=teacher_temperature,
                                 teacher_top_p=teacher_top_p, teacher_chunk=teacher_chunk,
-                                max_new_tokens=max_new_tokens, seed=seed, batch_size=sample_batch_size or None)
+                                max_new_tokens=max_new_tokens, seed=seed, batch_size=sample_batch_size or None,
+                                cuda_graph=cuda_graph)
         del teacher_model
         if stage == 'teacher':
             cleanup_dist()
@@ -538,7 +541,8 @@ def main():
         my_items = [items[i] for i in idx]
         samples = sample_and_grade(model, tok, my_items, 'auto', n=group_size, temperature=temperature,
                                    top_p=top_p, max_new_tokens=max_new_tokens,
-                                   seed=seed * 7 + step * world + rank, batch_size=sample_batch_size or None)
+                                   seed=seed * 7 + step * world + rank, batch_size=sample_batch_size or None,
+                                   cuda_graph=cuda_graph)
         t_sample = time.time() - t0
         # ---- rewards and group-normalized advantages (uniform groups dropped)
         t1 = time.time()
