@@ -45,7 +45,10 @@ summary.json (a list of rows), report.md (+ report_path if set) and accuracy_vs_
 (both written by report.py).
 Resumable: a finished samples file whose run key matches the current settings is reused;
 an unfinished pair resumes from its per-rank .partial files (chunks of `chunk_items`).
-Distributed: rank r takes items[r::world]; rank 0 merges the per-rank files.
+Distributed: rank r takes items[r::world] (`shard`); rank 0 merges the per-rank files.
+Memory: per model, the decode batch is the largest (up to batch_size) whose memory plan
+(memplan.eval_plan at the longest prompt, kv_cache_gib if set) fits the GPU; the plan is
+printed, and a model that does not fit even one row stops with the keys to change.
 """
 import hashlib
 import json
@@ -454,10 +457,9 @@ def evaluate_pair(model, tok, ckpt, model_name, mode, bench, items, rank, world,
                   batch_size, cuda_graph=False):
     """Sample and grade one (model, mode, benchmark), resumable. settings: the sampling settings
     that decide the samples (n, temperature, top_p, top_k, max_new_tokens, seed, and the system
-    turn data.SYSTEM_PROMPT, for the record; hashed
-    into the run key); chunk_items questions are appended to this rank's .partial file at a
-    time; batch_size and cuda_graph go to the sampler. Returns all rows on rank 0 (None on
-    other ranks)."""
+    turn data.SYSTEM_PROMPT; hashed into the run key); chunk_items questions are appended to this
+    rank's .partial file at a time; batch_size and cuda_graph go to the sampler. Returns all rows
+    on rank 0 (None on other ranks)."""
     n = settings['n']
     path = samples_path(out_dir, model_name, mode, bench)
     key = run_key(ckpt, bench, mode, items, settings)

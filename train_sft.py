@@ -50,7 +50,7 @@ from common import (all_reduce_sum, append_jsonl, barrier, cleanup_dist, find_ch
                     save_checkpoint, seed_everything, set_rng_state, setup_dist, write_jsonl)
 from data import pad_batch, record_to_sft_example
 from tokenizer import load_tokenizer
-from model import Qwen3, Qwen3Config
+from model import Qwen3, Qwen3Config, resolve_model_dir, trained_vocab_size
 
 # -----------------------------------------------------------------------------
 # config (module globals; configurator.py overrides them from a config file / --key=value)
@@ -208,9 +208,12 @@ def build_model(tok, init_from, device, scratch_config, seed):
     else:
         # fp32 master weights; bf16 comes from autocast
         model = Qwen3.from_pretrained(init_from, dtype=torch.float32, device='cpu')
-    if tok.vocab_size > model.config.vocab_size:
-        print0(f'resizing embeddings {model.config.vocab_size} -> {tok.vocab_size} (added tokens)')
-        model.resize_token_embeddings(tok.vocab_size)
+        # ids the checkpoint never trained (budget tokens, maybe inside Qwen3's padding rows) start as the mean row
+        new_ids = model.fit_vocab(tok.vocab_size, trained_vocab_size(resolve_model_dir(init_from),
+                                                                     model.config.vocab_size))
+        if new_ids:
+            print0(f'new token rows {new_ids[0]}..{new_ids[-1]} ({len(new_ids)}) start as the mean trained row; '
+                   f'vocabulary {model.config.vocab_size} rows')
     return model.to(device)
 
 
