@@ -55,6 +55,9 @@ compress_ratios = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]  # ratios each C
 bucket_tol = 0.05                   # realized ratio must be within this of a bucket
 min_cot_tokens = 4                  # fewer reasoning tokens than this = degenerate (too short)
 compress_batch_size = 16            # CoTs per forward pass when compressing
+sample_batch_size = 64              # rows decoded at once (the whole pool in one batch does not fit at paper scale)
+cuda_graph = True                   # CUDA: graph-captured decode (no effect on CPU)
+dist_timeout_s = 4 * 3600           # process-group timeout: rank 0 builds while the others wait at a barrier
 fallback_gold_cots = False          # smoke runs only: corpus CoTs stand in for questions the base model missed
 device_type = 'auto'                # 'auto', 'cpu' or 'cuda'
 # the POLICY warm-up set
@@ -219,8 +222,8 @@ def print_bucket_table(records):
 # -----------------------------------------------------------------------------
 # the base model's answers
 
-def sample_base_answers(base, rtok, items, cache_path, base_ckpt, n_samples, temperature, top_p, max_new_tokens,
-                        seed, chunk_items):
+def sample_base_answers(base, rtok, items, cache_path, base_ckpt, *, n_samples, temperature, top_p, max_new_tokens,
+                        seed, chunk_items, batch_size, cuda_graph=False):
     """Graded samples of the base model for every item, in item order: the questions cached
     under this base_ckpt are reused, the rest sampled chunk_items at a time and appended to
     the cache (evaluate.sample_in_chunks)."""
@@ -233,7 +236,7 @@ def sample_base_answers(base, rtok, items, cache_path, base_ckpt, n_samples, tem
     def sample_chunk(chunk):
         rows = sample_and_grade(base, rtok, [items[i] for i in chunk], mode='none', n=n_samples,
                                 temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                                seed=seed + chunk[0])
+                                seed=seed + chunk[0], batch_size=batch_size, cuda_graph=cuda_graph)
         return [dict({k: s[k] for k in ('id', 'question', 'gold', 'difficulty', 'correct', 'tokens')}, run_key=key)
                 for s in rows]
     for r in sample_in_chunks(todo, chunk_items, sample_chunk, cache_path, 'build: base model answers'):
@@ -255,7 +258,7 @@ def gold_cot_samples(items, samples, rtok):
 
 def main():
     t0 = time.time()
-    _, _, _, device = setup_dist(device_type)
+    _, _, _, device = setup_dist(device_type, timeout_s=dist_timeout_s)
     if is_main():  # one process builds; the others wait
         for path, what, hub_ok in ((compressor_ckpt, 'compressor checkpoint', True), (corpus_path, 'replay corpus', False),
                                    (base_ckpt, 'base model checkpoint', True), (pool_path, 'SFT question pool', False),
@@ -274,8 +277,9 @@ def main():
             items += [{'id': t['id'], 'question': t['question'], 'answer': t['answer']}
                       for t in teacher if t['id'] not in known]
         print0(f"build: {'POLICY warm-up items from ' + teacher_path if teacher_path else 'mixed-ratio set only'}")
-        samples = sample_base_answers(base, rtok, items, samples_cache_path, base_ckpt, n_samples, temperature,
-                                      top_p, max_new_tokens, seed, chunk_items)
+        samples = sample_base_answers(base, rtok, items, samples_cache_path, base_ckpt, n_samples=n_samples,
+                                      temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed,
+                                      chunk_items=chunk_items, batch_size=sample_batch_size, cuda_graph=cuda_graph)
         if fallback_gold_cots:
             samples += gold_cot_samples(items, samples, rtok)
         t1 = time.time()

@@ -15,6 +15,7 @@ Not run directly. A training script does:
     train_state = load_train_state(ckpt) if ckpt else None
     save_checkpoint(out_dir, model, tokenizer, train_state={'step': step, ...})  # rank 0
 """
+import datetime
 import json
 import os
 import random
@@ -29,9 +30,10 @@ import torch.distributed as dist
 # distributed
 
 
-def setup_dist(device_type='auto'):
+def setup_dist(device_type='auto', timeout_s=None):
     """Initialize torch.distributed when launched by torchrun (RANK in env): nccl on CUDA,
-    gloo on CPU. Returns (rank, world_size, local_rank, device)."""
+    gloo on CPU. timeout_s: how long a collective (a barrier) waits before the process group
+    aborts (None: torch's default, 10 minutes for NCCL). Returns (rank, world_size, local_rank, device)."""
     if device_type == 'auto':
         device_type = 'cuda' if torch.cuda.is_available() else 'cpu'
     if 'RANK' not in os.environ:
@@ -44,7 +46,8 @@ def setup_dist(device_type='auto'):
     else:
         device = torch.device('cpu')
     if not dist.is_initialized():
-        dist.init_process_group('nccl' if device_type == 'cuda' else 'gloo')
+        timeout = None if timeout_s is None else datetime.timedelta(seconds=timeout_s)
+        dist.init_process_group('nccl' if device_type == 'cuda' else 'gloo', timeout=timeout)
     return rank, world_size, local_rank, device
 
 

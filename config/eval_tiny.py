@@ -15,5 +15,4 @@ top_p = 0.9
 max_new_tokens = 512  # the longest synthetic CoT is ~300 tokens
 batch_size = 100  # one decode batch per pair
 chunk_items = 100
-system = ''  # the tiny models were trained without a system turn
 report_path = 'out/report.md'

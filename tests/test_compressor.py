@@ -246,7 +246,7 @@ def test_build_samples_only_uncached_questions_seeded_by_their_position(tmp_path
     monkeypatch.setattr(bs, 'sample_and_grade', sample_and_grade)
     items = [{'id': f'q{i}', 'question': f'Q{i}', 'answer': '1'} for i in range(5)]
     cache = str(tmp_path / 'cache.jsonl')
-    kw = dict(n_samples=2, temperature=0.3, top_p=0.9, max_new_tokens=8, seed=100, chunk_items=2)
+    kw = dict(n_samples=2, temperature=0.3, top_p=0.9, max_new_tokens=8, seed=100, chunk_items=2, batch_size=4)
     first = bs.sample_base_answers(None, None, items[:3], cache, 'base_a', **kw)
     assert calls == [(['q0', 'q1'], 100), (['q2'], 102)]
     calls.clear()

