@@ -280,9 +280,10 @@ def unit_rms(x, sqrt_n_eps):
     return x / torch.hypot(torch.linalg.vector_norm(x, dim=-1, keepdim=True), sqrt_n_eps)
 
 
-def attention_bias(pos, used):
-    """[B, 1, 1, used] additive mask: the query at position pos[b] sees slots 0..pos[b] of its row."""
-    bias = torch.zeros(pos.shape[0], 1, 1, used, device=pos.device)
+def attention_bias(pos, used, dtype=torch.float32):
+    """[B, 1, 1, used] additive mask: the query at position pos[b] sees slots 0..pos[b] of its row
+    (in the weights' dtype: baddbmm wants bias and operands alike, e.g. CHRPO's bf16 sampling copy)."""
+    bias = torch.zeros(pos.shape[0], 1, 1, used, device=pos.device, dtype=dtype)
     return bias.masked_fill_(torch.arange(used, device=pos.device) > pos[:, None, None, None], float('-inf'))
 
 
@@ -361,7 +362,7 @@ def cpu_decode_step(model, compile):
     w = fuse_decode_weights(model)
 
     def step(tokens, cache, pos, used):
-        bias = attention_bias(pos, used)
+        bias = attention_bias(pos, used, w['embed'].dtype)
         if not compile:
             return fused_decode_step(w, tokens, cache, pos, bias)
         mark_dynamic(tokens, cache, pos, bias)
