@@ -56,7 +56,7 @@ def test_smoke_speedrun_with_qwen3s_real_tokenizer_and_vocabulary(tmp_path):
     budget_ids = list(range(151669, 151675))
     init = out / 'qwen3_tiny'  # the stand-in for Qwen/Qwen3-1.7B: the tokenizer as shipped, padded rows
     assert trained_vocab_size(str(init), 0) == 151669
-    assert 'new token rows 151669..151674 (6) start as the mean trained row' in p.stdout
+    assert 'token ids 151669..151674 are new to the checkpoint (trained on 151669)' in p.stdout
     for ckpt in ('base', 'sft_ratio', 'sft', 'chrpo'):
         folder = str(out / ckpt / 'ckpt')
         assert json.loads((out / ckpt / 'ckpt' / 'config.json').read_text())['vocab_size'] == 151936, ckpt
