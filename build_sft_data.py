@@ -24,15 +24,20 @@ compressed at g*, warmup_fraction of the fixed-mode records in number, mixed as 
 The base model's graded answers are cached per question (samples_cache_path, the resumable
 cache of evaluate.sample_in_chunks), so the warm-up build only samples the teacher's questions
 that the first build did not see. Output is written atomically.
+
+Distributed (torchrun --nproc_per_node=N build_sft_data.py ...): every rank answers its share
+of the uncached questions (evaluate.shard, as evaluation splits a benchmark), in batches of
+sample_batch_size rows, into its own part of the cache, which rank 0 merges; rank 0 then
+compresses and writes while the others wait (dist_timeout_s bounds that wait).
 """
 import os
 import random
 import time
 
-from common import barrier, cleanup_dist, is_hub_id, is_main, print0, read_jsonl, setup_dist, write_jsonl
+from common import append_jsonl, barrier, cleanup_dist, is_hub_id, is_main, print0, read_jsonl, setup_dist, write_jsonl
 from compressor import compress_batch, load_compressor
 from data import BUDGETS, answer_text, budget_name, mode_name, parse_response, render_completion
-from evaluate import finished_questions, sample_and_grade, sample_in_chunks
+from evaluate import finished_questions, sample_and_grade, sample_in_chunks, shard
 from model import Qwen3
 from rewards import is_degenerate
 from tokenizer import load_tokenizer
@@ -223,15 +228,24 @@ def print_bucket_table(records):
 # the base model's answers
 
 def sample_base_answers(base, rtok, items, cache_path, base_ckpt, *, n_samples, temperature, top_p, max_new_tokens,
-                        seed, chunk_items, batch_size, cuda_graph=False):
-    """Graded samples of the base model for every item, in item order: the questions cached
-    under this base_ckpt are reused, the rest sampled chunk_items at a time and appended to
-    the cache (evaluate.sample_in_chunks)."""
+                        seed, chunk_items, batch_size, cuda_graph=False, rank=0, world=1):
+    """Graded samples of the base model for every item, in item order, on every rank: the
+    questions cached under this base_ckpt are reused; the rest are split over the ranks as
+    evaluation splits a benchmark (evaluate.shard), each rank sampling chunk_items at a time into
+    its own part file (the cache itself when world = 1; evaluate.sample_in_chunks), which rank 0
+    then appends to the cache. A killed build resumes from the cache and the parts."""
     key = os.path.abspath(base_ckpt)  # the cache's run key: answers of another base model are not reused
     os.makedirs(os.path.dirname(cache_path) or '.', exist_ok=True)
+    if rank == 0:
+        finished_questions(cache_path, n_samples, key)  # rank 0 alone drops a torn chunk (rewrites the file)
+    barrier()
     cached = finished_questions(cache_path, n_samples, key)
     todo = [i for i, it in enumerate(items) if str(it['id']) not in cached]
-    print0(f'build: {len(items) - len(todo)} questions answered before (cache), {len(todo)} to sample')
+    part = cache_path if world == 1 else f'{cache_path}.rank{rank}'
+    done_here = finished_questions(part, n_samples, key) if world > 1 else {}
+    mine = [i for i in (todo[j] for j in shard(len(todo), rank, world)) if str(items[i]['id']) not in done_here]
+    print0(f'build: {len(items) - len(todo)} questions answered before (cache), {len(todo)} to sample '
+           f'over {world} rank(s)')
 
     def sample_chunk(chunk):
         rows = sample_and_grade(base, rtok, [items[i] for i in chunk], mode='none', n=n_samples,
@@ -239,8 +253,18 @@ def sample_base_answers(base, rtok, items, cache_path, base_ckpt, *, n_samples, 
                                 seed=seed + chunk[0], batch_size=batch_size, cuda_graph=cuda_graph)
         return [dict({k: s[k] for k in ('id', 'question', 'gold', 'difficulty', 'correct', 'tokens')}, run_key=key)
                 for s in rows]
-    for r in sample_in_chunks(todo, chunk_items, sample_chunk, cache_path, 'build: base model answers'):
-        cached.setdefault(str(r['id']), []).append(r)
+    sample_in_chunks(mine, chunk_items, sample_chunk, part, 'build: base model answers (rank 0)')
+    barrier()
+    if world > 1 and rank == 0:  # the parts join the one cache
+        for r in range(world):
+            rank_part = f'{cache_path}.rank{r}'
+            rows = [row for v in finished_questions(rank_part, n_samples, key).values() for row in v]
+            if rows:
+                append_jsonl(cache_path, *rows)
+            if os.path.exists(rank_part):
+                os.remove(rank_part)
+    barrier()
+    cached = finished_questions(cache_path, n_samples, key)
     return [r for it in items for r in cached[str(it['id'])]]
 
 
@@ -258,32 +282,33 @@ def gold_cot_samples(items, samples, rtok):
 
 def main():
     t0 = time.time()
-    _, _, _, device = setup_dist(device_type, timeout_s=dist_timeout_s)
-    if is_main():  # one process builds; the others wait
-        for path, what, hub_ok in ((compressor_ckpt, 'compressor checkpoint', True), (corpus_path, 'replay corpus', False),
-                                   (base_ckpt, 'base model checkpoint', True), (pool_path, 'SFT question pool', False),
-                                   (teacher_path, 'teacher budgets (teacher_path)', False)):
-            if path and not os.path.exists(path) and not (hub_ok and is_hub_id(path)):
-                raise FileNotFoundError(f'{path}: {what} not found')
+    rank, world, _, device = setup_dist(device_type, timeout_s=dist_timeout_s)
+    for path, what, hub_ok in ((compressor_ckpt, 'compressor checkpoint', True), (corpus_path, 'replay corpus', False),
+                               (base_ckpt, 'base model checkpoint', True), (pool_path, 'SFT question pool', False),
+                               (teacher_path, 'teacher budgets (teacher_path)', False)):
+        if path and not os.path.exists(path) and not (hub_ok and is_hub_id(path)):
+            raise FileNotFoundError(f'{path}: {what} not found')
+    items = read_jsonl(pool_path)
+    if max_questions:
+        items = items[:max_questions]
+    teacher = read_jsonl(teacher_path) if teacher_path else None
+    if teacher:  # the teacher's questions get answered too, for their warm-up items
+        known = {it['id'] for it in items}
+        items += [{'id': t['id'], 'question': t['question'], 'answer': t['answer']}
+                  for t in teacher if t['id'] not in known]
+    print0(f"build: {'POLICY warm-up items from ' + teacher_path if teacher_path else 'mixed-ratio set only'}")
+    base = Qwen3.from_pretrained(base_ckpt, device=device)  # every rank answers its share of the pool
+    rtok = load_tokenizer(base_ckpt)
+    samples = sample_base_answers(base, rtok, items, samples_cache_path, base_ckpt, n_samples=n_samples,
+                                  temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed,
+                                  chunk_items=chunk_items, batch_size=sample_batch_size, cuda_graph=cuda_graph,
+                                  rank=rank, world=world)
+    del base
+    t1 = time.time()
+    if is_main():  # compressing and writing are rank 0's; the others wait
         model, tok = load_compressor(compressor_ckpt, device)
-        base = Qwen3.from_pretrained(base_ckpt, device=device)
-        rtok = load_tokenizer(base_ckpt)
-        items = read_jsonl(pool_path)
-        if max_questions:
-            items = items[:max_questions]
-        teacher = read_jsonl(teacher_path) if teacher_path else None
-        if teacher:  # the teacher's questions get answered too, for their warm-up items
-            known = {it['id'] for it in items}
-            items += [{'id': t['id'], 'question': t['question'], 'answer': t['answer']}
-                      for t in teacher if t['id'] not in known]
-        print0(f"build: {'POLICY warm-up items from ' + teacher_path if teacher_path else 'mixed-ratio set only'}")
-        samples = sample_base_answers(base, rtok, items, samples_cache_path, base_ckpt, n_samples=n_samples,
-                                      temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed,
-                                      chunk_items=chunk_items, batch_size=sample_batch_size, cuda_graph=cuda_graph)
         if fallback_gold_cots:
             samples += gold_cot_samples(items, samples, rtok)
-        t1 = time.time()
-        del base
         records, stats = build_sft_records(
             model, tok, samples, rtok, teacher, compress_ratios=compress_ratios, bucket_tol=bucket_tol,
             min_cot_tokens=min_cot_tokens, compress_batch_size=compress_batch_size,

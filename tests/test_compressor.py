@@ -306,3 +306,42 @@ def test_corpus_replay_is_the_requested_share_of_the_set_in_mode_none():
     assert len(bs.corpus_replay_records(corpus[:10], 70, 0.5, seed=3)) == 10   # capped by the corpus
     with pytest.raises(ValueError, match='corpus_replay_share'):
         bs.corpus_replay_records(corpus, 70, 1.0, seed=3)
+
+
+def test_build_sampling_splits_the_pool_over_ranks_once_each_and_merges_one_cache(tmp_path, monkeypatch):
+    """Three ranks (threads sharing a barrier): every uncached question is sampled exactly once,
+    by one rank; every rank gets every question's rows in item order; the parts join the one
+    cache, so a second build samples nothing."""
+    import threading
+    world, calls, lock = 3, [], threading.Lock()
+
+    def sample_and_grade(model, tok, items, mode, n=1, seed=None, batch_size=None, **kw):
+        assert batch_size == 4 and len(items) <= 2   # bounded: chunk_items questions at a time
+        with lock:
+            calls.extend(it['id'] for it in items)
+        return [{'id': it['id'], 'question': it['question'], 'gold': it['answer'], 'difficulty': None,
+                 'correct': True, 'tokens': [seed, j]} for it in items for j in range(n)]
+    monkeypatch.setattr(bs, 'sample_and_grade', sample_and_grade)
+    items = [{'id': f'q{i}', 'question': f'Q{i}', 'answer': '1'} for i in range(11)]
+    cache = str(tmp_path / 'cache.jsonl')
+    kw = dict(n_samples=2, temperature=0.3, top_p=0.9, max_new_tokens=8, seed=100, chunk_items=2, batch_size=4)
+    bs.sample_base_answers(None, None, items[:2], cache, 'base', **kw)     # two questions cached before
+    calls.clear()
+    monkeypatch.setattr(bs, 'barrier', threading.Barrier(world, timeout=30).wait)
+    results = [None] * world
+
+    def run(rank):
+        results[rank] = bs.sample_base_answers(None, None, items, cache, 'base', rank=rank, world=world, **kw)
+    threads = [threading.Thread(target=run, args=(r,)) for r in range(world)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(calls) == sorted(it['id'] for it in items[2:])           # once each, cached ones skipped
+    for rows in results:
+        assert [r['id'] for r in rows] == [it['id'] for it in items for _ in range(2)]
+    assert not list(tmp_path.glob('cache.jsonl.rank*'))                    # parts merged and removed
+    calls.clear()
+    monkeypatch.setattr(bs, 'barrier', lambda: None)
+    bs.sample_base_answers(None, None, items, cache, 'base', **kw)
+    assert calls == []                                                     # the one cache holds them all
