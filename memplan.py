@@ -331,7 +331,7 @@ def stage_of(config):
         return 'eval'
     if 'group_size' in config:
         return 'chrpo'
-    if 'compress_batch_size' in config or 'build_max_new_tokens' in config:
+    if 'max_question_tokens' in config or 'patience' in config:  # train_compressor.py's own keys
         return 'compressor'
     return 'sft'
 

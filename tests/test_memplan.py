@@ -193,6 +193,13 @@ def test_cli_prints_the_plan_of_each_paper_config_for_1_and_8_gpus(capsys, confi
     assert code == (1 if 'DOES NOT FIT' in out else 0)
 
 
+def test_cli_plans_the_compressor_config_as_the_compressor(capsys):
+    code = memplan.main([os.path.join(ROOT, 'config', 'qwen3_0p6b_compressor.py')])
+    out = capsys.readouterr().out
+    assert 'stage compressor, model Qwen3-0.6B' in out and '  compressor step:' in out and '  sft step:' not in out
+    assert code == (1 if 'DOES NOT FIT' in out else 0)
+
+
 def test_cli_overrides_and_unknown_shape(tmp_path, capsys):
     sft = os.path.join(ROOT, 'config', 'qwen3_1p7b_sft.py')
     memplan.main([sft, '--gpus=8', '--activation_checkpointing=True', '--fsdp=True'])
