@@ -1,5 +1,6 @@
 """Test helper (not a test): a sha256 digest of a model's weights, to compare runs and ranks,
-and the file a test worker leaves it in (param_digest.rank{r}.txt in out_dir)."""
+the file a test worker leaves it in (param_digest.rank{r}.txt in out_dir), and a digest of a
+whole output folder (to show a refused run changed nothing)."""
 import hashlib
 import os
 
@@ -21,3 +22,14 @@ def write_param_digest(model, out_dir):
     """This rank's weights' digest (RANK from torchrun, else 0) to digest_path(out_dir, rank)."""
     with open(digest_path(out_dir, os.environ.get('RANK', '0')), 'w') as f:
         f.write(param_digest(model.state_dict()))
+
+
+def folder_digest(folder):
+    """Digest of every file's name and bytes below folder, in sorted order."""
+    h = hashlib.sha256()
+    for root, _, files in sorted(os.walk(folder)):
+        for name in sorted(files):
+            h.update(name.encode())
+            with open(os.path.join(root, name), 'rb') as f:
+                h.update(f.read())
+    return h.hexdigest()

@@ -20,6 +20,7 @@ import memplan
 import train_chrpo as tc
 from common import find_checkpoint, load_train_state
 from corpus import generate_corpus
+from digest import folder_digest
 from model import Qwen3, Qwen3Config
 from optim import make_autocast
 from qwen_like import qwen_like_checkpoint
@@ -242,15 +243,6 @@ def test_bf16_resume_reaches_the_uninterrupted_weights(rl_files, tmp_path, monke
         assert torch.equal(sampled_with[1][k], v.to(torch.bfloat16)), k
     for k, v in full.state_dict().items():
         assert torch.equal(v, resumed.state_dict()[k]), k
-
-
-def folder_digest(folder):
-    h = hashlib.sha256()
-    for root, _, files in sorted(os.walk(folder)):
-        for name in sorted(files):
-            h.update(name.encode())
-            h.update(open(os.path.join(root, name), 'rb').read())
-    return h.hexdigest()
 
 
 def test_over_budget_run_is_refused_and_nothing_written_is_lost(rl_files, tmp_path, monkeypatch, capsys):

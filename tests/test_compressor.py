@@ -5,6 +5,7 @@ planted-rule learning check (train_compressor.py), re-bucketing and the SFT buil
 """
 import json
 import random
+import threading
 
 import pytest
 import torch
@@ -236,13 +237,18 @@ def test_sft_build_and_rl_validity_agree_on_what_a_loop_is(tok):
     assert bs.degenerate_cot(tok, '12 + 7', min_tokens=8)  # too short: the build's own length rule
 
 
+def graded_rows(items, n, seed):
+    """What evaluate.sample_and_grade returns for items (n rows each), tokens naming seed and row."""
+    return [{'id': it['id'], 'question': it['question'], 'gold': it['answer'], 'difficulty': None,
+             'correct': False, 'tokens': [seed, j]} for it in items for j in range(n)]
+
+
 def test_build_samples_only_uncached_questions_seeded_by_their_position(tmp_path, monkeypatch):
     calls = []
 
     def sample_and_grade(model, tok, items, mode, n=1, seed=None, **kw):
         calls.append(([it['id'] for it in items], seed))
-        return [{'id': it['id'], 'question': it['question'], 'gold': it['answer'], 'difficulty': None,
-                 'correct': False, 'tokens': [seed, j]} for it in items for j in range(n)]
+        return graded_rows(items, n, seed)
     monkeypatch.setattr(bs, 'sample_and_grade', sample_and_grade)
     items = [{'id': f'q{i}', 'question': f'Q{i}', 'answer': '1'} for i in range(5)]
     cache = str(tmp_path / 'cache.jsonl')
@@ -312,15 +318,13 @@ def test_build_sampling_splits_the_pool_over_ranks_once_each_and_merges_one_cach
     """Three ranks (threads sharing a barrier): every uncached question is sampled exactly once,
     by one rank; every rank gets every question's rows in item order; the parts join the one
     cache, so a second build samples nothing."""
-    import threading
     world, calls, lock = 3, [], threading.Lock()
 
     def sample_and_grade(model, tok, items, mode, n=1, seed=None, batch_size=None, **kw):
         assert batch_size == 4 and len(items) <= 2   # bounded: chunk_items questions at a time
         with lock:
             calls.extend(it['id'] for it in items)
-        return [{'id': it['id'], 'question': it['question'], 'gold': it['answer'], 'difficulty': None,
-                 'correct': True, 'tokens': [seed, j]} for it in items for j in range(n)]
+        return graded_rows(items, n, seed)
     monkeypatch.setattr(bs, 'sample_and_grade', sample_and_grade)
     items = [{'id': f'q{i}', 'question': f'Q{i}', 'answer': '1'} for i in range(11)]
     cache = str(tmp_path / 'cache.jsonl')

@@ -6,7 +6,6 @@ the keys to change, and leaves an existing run's files as they were.
 
     python -m pytest tests/test_sft_precision.py -q
 """
-import hashlib
 import os
 
 import pytest
@@ -15,6 +14,7 @@ import torch
 import train_sft
 from common import find_checkpoint, load_train_state
 from corpus import build_corpus
+from digest import folder_digest
 from model import Qwen3
 from qwen_like import PADDING_ROWS, PADDING_VALUE, qwen_like_checkpoint
 from tokenizer import load_tokenizer
@@ -101,15 +101,6 @@ def test_activation_checkpointing_switch_is_wired_and_changes_nothing(tiny_data,
     assert ckpt.activation_checkpointing and not plain.activation_checkpointing
     for k, v in plain.state_dict().items():
         torch.testing.assert_close(ckpt.state_dict()[k], v, atol=1e-6, rtol=1e-5, msg=k)
-
-
-def folder_digest(folder):
-    h = hashlib.sha256()
-    for root, _, files in sorted(os.walk(folder)):
-        for name in sorted(files):
-            h.update(name.encode())
-            h.update(open(os.path.join(root, name), 'rb').read())
-    return h.hexdigest()
 
 
 def test_over_budget_run_is_refused_naming_the_keys_and_nothing_is_lost(tiny_data, tmp_path, monkeypatch, capsys):
