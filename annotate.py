@@ -12,6 +12,9 @@ The compressor's training does the same on the fly: train_compressor.py reads it
 `load_annotated`, which annotates every record without 'keep_spans' by these rules.
 
 keep_spans: [[start, end], ...] char offsets into the cot, end exclusive, sorted, disjoint.
+key_spans (optional, same format, each inside a keep span) grade them: the parts a reader who
+has the question cannot rebuild (equations, the conclusion). The rules below mark keep spans
+only; records without key_spans train the compressor on binary labels.
 The rules aim at what the paper's annotator marks: sentences that carry math (numbers,
 relation symbols, LaTeX) or a conclusion, minus leading narration; they drop hedges,
 narration, re-checks and restatements. A math span is never cut.
@@ -28,7 +31,8 @@ from common import iter_jsonl, print0, write_jsonl
 
 def check_annotated(rec, where):
     """Raise ValueError naming `where` and the key unless rec has a str 'question', a str 'cot'
-    and 'keep_spans': sorted, disjoint [start, end) int pairs inside the cot."""
+    and 'keep_spans': sorted, disjoint [start, end) int pairs inside the cot; and, when present,
+    'key_spans': sorted, disjoint pairs, each inside one keep span."""
     for key, typ in (('question', str), ('cot', str), ('keep_spans', list)):
         if key not in rec:
             raise ValueError(f"{where}: missing key '{key}'")
@@ -41,6 +45,16 @@ def check_annotated(rec, where):
             raise ValueError(f"{where}: bad keep_spans entry {span!r} (need sorted, disjoint [start, end) "
                              f"int pairs inside the cot of length {len(rec['cot'])})")
         prev = span[1]
+    if 'key_spans' in rec:  # graded annotations (optional): key parts of the decisive content
+        keep, prev = rec['keep_spans'], 0
+        if not isinstance(rec['key_spans'], list):
+            raise ValueError(f"{where}: key 'key_spans' must be list, got {type(rec['key_spans']).__name__}")
+        for span in rec['key_spans']:
+            ok = isinstance(span, list) and len(span) == 2 and all(isinstance(v, int) for v in span)
+            if not ok or not prev <= span[0] < span[1] or not any(a <= span[0] and span[1] <= b for a, b in keep):
+                raise ValueError(f"{where}: bad key_spans entry {span!r} (need sorted, disjoint [start, end) "
+                                 f"int pairs, each inside one keep span)")
+            prev = span[1]
 
 
 def load_annotated(path, limit=0):

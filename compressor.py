@@ -11,7 +11,11 @@ with it is build_sft_data.py.
 The classifier (model.py's Qwen3 run bidirectionally, `causal=False`, with a 2-label head)
 reads  question tokens, <think>, CoT tokens  and predicts keep (1) / drop (0) for every CoT
 token. Question tokens are context only (label -100). A CoT token is labelled keep when its
-char range (whitespace stripped) overlaps a keep span of the annotated corpus.
+char range (whitespace stripped) overlaps a keep span of the annotated corpus. Graded
+annotations (key_spans inside the keep spans: equations, the conclusion) make the target
+soft: key 1, other kept tokens `support_label` (train_compressor.py), filler 0. The score
+then ranks key > support > filler, and a ratio just under the decisive share cuts
+restatements of the question before it cuts an equation.
 Paper scale: the paper's Longformer-large (435M, 4096 tokens) is replaced by Qwen3-0.6B made
 bidirectional (same size class, loads with this repo's own model code, 32k positions); its
 pretrained causal weights are a warm start for the bidirectional encoder, the head is fresh.
@@ -57,10 +61,20 @@ def token_spans(tok, text):
     return ids, spans
 
 
-def encode_pair(tok, question, cot, max_len, max_q, keep_spans=None):
+def _overlaps(spans, s, e, j):
+    """(True if token chars [s, e) overlap a span, the advanced sweep index) over sorted spans."""
+    while j < len(spans) and spans[j][1] <= s:
+        j += 1  # spans are sorted and tokens advance, so a single sweep suffices
+    return j < len(spans) and spans[j][0] < e, j
+
+
+def encode_pair(tok, question, cot, max_len, max_q, keep_spans=None, key_spans=None, support_label=1.0):
     """Input ids  question[:max_q] + <think> + cot  (cut to max_len), the index of the first
-    CoT token, the CoT tokens' stripped char spans, and labels (keep 1 / drop 0 on CoT tokens
-    with text, -100 elsewhere) when keep_spans is given."""
+    CoT token, the CoT tokens' stripped char spans, and labels when keep_spans is given: -100
+    outside the CoT and on whitespace tokens; on CoT tokens the keep target, 1 for a token that
+    overlaps a keep span and 0 otherwise. With key_spans (graded annotations), a kept token
+    outside every key span gets support_label instead of 1: a soft target, so the classifier
+    scores it log(s / (1 - s)), below the key tokens and above the filler."""
     q_ids = tok.encode(question)[:max_q]
     c_ids, spans = token_spans(tok, cot)
     c_ids, spans = c_ids[:max_len - len(q_ids) - 1], spans[:max_len - len(q_ids) - 1]
@@ -68,21 +82,24 @@ def encode_pair(tok, question, cot, max_len, max_q, keep_spans=None):
     labels = None
     if keep_spans is not None:
         labels = [-100] * (len(q_ids) + 1)
-        j = 0
+        j = k = 0
         for s, e in spans:
             if s == e:
                 labels.append(-100)
                 continue
-            while j < len(keep_spans) and keep_spans[j][1] <= s:
-                j += 1  # spans are sorted and tokens advance, so a single sweep suffices
-            labels.append(int(j < len(keep_spans) and keep_spans[j][0] < e))
+            keep, j = _overlaps(keep_spans, s, e, j)
+            if keep and key_spans is not None:
+                key, k = _overlaps(key_spans, s, e, k)
+                labels.append(1 if key else support_label)
+            else:
+                labels.append(int(keep))
     return ids, len(q_ids) + 1, spans, labels
 
 
 def pad_examples(examples, pad_id):
     T = max(len(ids) for ids, _ in examples)
     x = torch.full((len(examples), T), pad_id, dtype=torch.long)
-    y = torch.full((len(examples), T), -100, dtype=torch.long)
+    y = torch.full((len(examples), T), -100.0)  # keep targets (soft with graded annotations)
     mask = torch.zeros((len(examples), T), dtype=torch.long)
     for i, (ids, labels) in enumerate(examples):
         x[i, :len(ids)] = torch.tensor(ids)

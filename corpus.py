@@ -9,7 +9,8 @@ on it. Writes out/data/{train,val,test,sft_pool,rl_pool}.jsonl and out/data/toke
 
 Corpus record (one JSON object a line):
     {"id", "question", "cot", "answer" (gold, e.g. "19"), "keep_spans": [[start, end], ...]
-     (char offsets into cot, end exclusive, sorted, disjoint), "difficulty" (number of steps)}
+     (char offsets into cot, end exclusive, sorted, disjoint), "key_spans": the same kind of
+     list, each inside a keep span (optional in other corpora), "difficulty" (number of steps)}
 keep_spans have the format a real annotator produces (annotate.py checks them, and annotates
 CoTs that come without them).
 
@@ -21,7 +22,12 @@ Design of the synthetic corpus (it has to carry the whole CPU speedrun):
 - The verbose CoT wraps the decisive content (the start value, each step's action and its
   equation "12 + 7 = 19" written whole, the conclusion "the answer is 14") in formulaic
   filler: narration, hedges, restatements, re-checks that say "is" instead of "=".
-- keep_spans mark the decisive content. The knob `filler` is the target share of CoT
+- keep_spans mark the decisive content; key_spans grade it: the equations and the conclusion
+  are key, the restated start value and step actions are not (the question holds them). The
+  paper's annotations are fine-grained; a binary label ties an equation with a restated
+  action, and at ratios just under the decisive share the compressor then cut equations
+  (89% of 5-step 0.4 targets lost one) while keeping the restatements.
+- The knob `filler` is the target share of CoT
   characters spent on filler sentences at difficulty 3; `filler_slope` lowers it by that
   much per extra step, so the kept share grows with difficulty: at ratio 0.2 the easy
   problems still fit but hard ones lose equations, at 0.4 nearly everything fits. That is
@@ -79,13 +85,15 @@ OP_WORD = {'add': 'plus', 'sub': 'minus', 'mul': 'times', 'div': 'divided by'}
 STEP_CONNECTORS = ['Then {s}', 'After that, {s}', 'Next, {s}', 'Later, {s}']
 QUESTION_ENDINGS = ['How many {obj} does {name} have now?', 'How many {obj} does {name} have at the end?',
                     'How many {obj} does {name} have in the end?']
-# decisive sentences: kept parts in [[ ]], the rest is glue that is dropped
+# decisive sentences: kept parts in [[ ]] or << >>, the rest is glue that is dropped. << >> marks
+# the key parts (each step's equation, the conclusion): what a reader who has the question
+# cannot rebuild. [[ ]] parts restate the question (the start value, each step's action).
 START_SENTENCES = ['[[{name} starts with {a} {obj}]].', '[[{name} has {a} {obj} at the start]].',
                    'At first [[{name} has {a} {obj}]].']
-STEP_SENTENCES = ['[[{S} {phrase}]], so [[{eq}]].', '[[{S} {phrase}]]: [[{eq}]].',
-                  'Then [[{s} {phrase}]], which gives [[{eq}]].']
-CONCLUSION_SENTENCES = ['So [[the answer is {ans}]].', 'Therefore, [[the answer is {ans}]].',
-                        'That means [[the answer is {ans}]].']
+STEP_SENTENCES = ['[[{S} {phrase}]], so <<{eq}>>.', '[[{S} {phrase}]]: <<{eq}>>.',
+                  'Then [[{s} {phrase}]], which gives <<{eq}>>.']
+CONCLUSION_SENTENCES = ['So <<the answer is {ans}>>.', 'Therefore, <<the answer is {ans}>>.',
+                        'That means <<the answer is {ans}>>.']
 # filler pools per slot (never an "=" sign: equations only live in kept spans)
 INTRO_FILLERS = ['Okay, let me think about this.', 'Alright, let me work through this step by step.',
                  'Let me read the problem carefully.', 'Hmm, this is about keeping track of a count.',
@@ -107,13 +115,19 @@ FINAL_FILLERS = ['Let me go over it once more to be sure.', 'Everything checks o
 # synthetic corpus: generation
 
 def _fill_marked(template, **kw):
-    """Format a sentence template whose kept parts are marked [[...]]; return (text, spans)
-    with spans as char offsets into text."""
-    text, spans = '', []
-    for i, part in enumerate(re.split(r'\[\[|\]\]', template)):
+    """Format a sentence template whose kept parts are marked [[...]] or <<...>> (key); return
+    (text, spans) with spans [start, end, is_key] as char offsets into text."""
+    text, spans, opener = '', [], None
+    for part in re.split(r'(\[\[|\]\]|<<|>>)', template):
+        if part in ('[[', '<<'):
+            opener = part
+            continue
+        if part in (']]', '>>'):
+            opener = None
+            continue
         part = part.format(**kw)
-        if i % 2 == 1:  # inside [[ ]]
-            spans.append([len(text), len(text) + len(part)])
+        if opener:
+            spans.append([len(text), len(text) + len(part), opener == '<<'])
         text += part
     return text, spans
 
@@ -196,16 +210,18 @@ def make_problem(rng, d, filler=0.68, filler_slope=0.04, max_value=99, max_opera
         chosen.add((k, t))
         filler_chars += len(t) + 1
 
-    cot, keep_spans = '', []
+    cot, keep_spans, key_spans = '', [], []
     for k, slot in enumerate(slots):
         if k in filler_slots:  # keep pool order inside a slot (stable, formulaic)
             slot = [(t, []) for t in filler_slots[k] if (k, t) in chosen] + slot
         for t, spans in slot:
             if cot:
                 cot += ' '
-            keep_spans += [[len(cot) + a, len(cot) + b] for a, b in spans]
+            keep_spans += [[len(cot) + a, len(cot) + b] for a, b, _ in spans]
+            key_spans += [[len(cot) + a, len(cot) + b] for a, b, key in spans if key]
             cot += t
-    return dict(question=question, cot=cot, answer=str(ans), keep_spans=keep_spans, difficulty=d)
+    return dict(question=question, cot=cot, answer=str(ans), keep_spans=keep_spans, key_spans=key_spans,
+                difficulty=d)
 
 
 def generate_corpus(sizes, seed=1337, min_steps=1, max_steps=5, **problem_kw):

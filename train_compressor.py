@@ -10,13 +10,15 @@ trained classifier to build the mixed-ratio SFT set).
 Data: an annotated corpus, records {question, cot, keep_spans} (corpus.py writes one). Records
 without keep_spans are annotated by annotate.py's rules as they are loaded. Each record becomes
 question tokens, <think>, CoT tokens with labels keep (1) / drop (0) on the CoT tokens
-(compressor.encode_pair).
+(compressor.encode_pair); with graded annotations (key_spans) a kept token outside the key
+spans gets the soft target support_label.
 
-Loss over labelled tokens: cross-entropy, or focal  -(1 - p_t)^gamma * log p_t  (gamma 2).
+Loss over labelled tokens: cross-entropy, or focal  -(1 - p_t)^gamma * log p_t  (gamma 2),
+against the soft target (each class's term weighted by its target).
 AdamW, linear warmup (6%) then linear decay to 0, grad clip 1.0, early stopping on the
 validation macro-F1 (mean of the keep and drop F1) with `patience` evaluations. Validation
 also reports decisive-token survival at 0.2 / 0.4: the share of keep-labelled tokens that
-are among the top round(n*g) tokens by keep score.
+are among the top round(n*g) tokens by keep score (key_survival: the same for key tokens).
 
 Output in out_dir: ckpt/ (the best model when training ends, loadable with
 compressor.load_compressor; during training the latest step, with train_state.pt for
@@ -65,6 +67,8 @@ weight_decay = 0.01                 # AdamW weight decay (matrices only)
 warmup_frac = 0.06                  # share of max_iters spent warming up linearly, then linear decay
 grad_clip = 1.0                     # global grad-norm clip (0 = off)
 loss = 'ce'                         # 'ce' or 'focal'
+support_label = 0.7                 # keep target of a kept token outside the record's key_spans (graded
+                                    # annotations; 1 = binary): the score ranks key > support > filler
 focal_gamma = 2.0                   # focal loss exponent
 eval_interval = 50                  # steps between validations (and checkpoints)
 patience = 4                        # stop after this many validations without a better macro-F1
@@ -79,15 +83,18 @@ device_type = 'auto'                # 'auto', 'cpu' or 'cuda'
 # loss, metrics, schedule
 
 def token_loss(logits, labels, kind='ce', gamma=2.0):
-    """Mean over labelled tokens of CE = -log p_t, or focal = -(1 - p_t)^gamma log p_t."""
-    logits, labels = logits.float().flatten(0, 1), labels.flatten()
-    if kind == 'ce':
-        return F.cross_entropy(logits, labels, ignore_index=-100)
-    if kind != 'focal':
+    """Mean over labelled tokens (label != -100) of the soft cross-entropy against the keep
+    target t in [0, 1]:  CE = -(t log p_keep + (1 - t) log p_drop),  or focal, each class term
+    weighted by (1 - p_class)^gamma. With 0/1 labels these are -log p_t and -(1 - p_t)^gamma log p_t."""
+    if kind not in ('ce', 'focal'):
         raise ValueError(f"loss must be 'ce' or 'focal', got {kind!r}")
-    keep = labels != -100
-    logp = F.log_softmax(logits[keep], -1).gather(1, labels[keep][:, None]).squeeze(1)
-    return (-(1 - logp.exp()) ** gamma * logp).mean()
+    logits, labels = logits.float().flatten(0, 1), labels.float().flatten()
+    mask = labels != -100
+    t = labels[mask]
+    logp = F.log_softmax(logits[mask], -1)
+    target = torch.stack([1 - t, t], -1)
+    weight = (1 - logp.exp()) ** gamma if kind == 'focal' else 1.0
+    return -(target * weight * logp).sum(-1).mean()
 
 
 @torch.no_grad()
@@ -95,9 +102,8 @@ def evaluate_classifier(model, examples, device, pad_id, batch=32, ratios=(0.2, 
     """Counts summed over examples: confusion (tp/fp/fn/tn for keep=1), and per ratio g the keep
     tokens inside the top round(n*g) scores. Returns the counts list (for all_reduce)."""
     model.eval()
-    tp = fp = fn = tn = 0
-    survived = [0] * len(ratios)
-    n_keep = 0
+    tp = fp = fn = tn = n_keep = n_key = 0
+    survived, key_survived = [0] * len(ratios), [0] * len(ratios)
     for i in range(0, len(examples), batch):
         x, y, mask = pad_examples(examples[i:i + batch], pad_id)
         logits = model(x.to(device), attention_mask=mask.to(device)).float().cpu()
@@ -105,32 +111,36 @@ def evaluate_classifier(model, examples, device, pad_id, batch=32, ratios=(0.2, 
         pred = score > 0
         for b in range(x.shape[0]):
             lab = y[b] != -100
-            yt, pb, sb = y[b][lab], pred[b][lab], score[b][lab]
-            tp += int((pb & (yt == 1)).sum()); fp += int((pb & (yt == 0)).sum())
-            fn += int((~pb & (yt == 1)).sum()); tn += int((~pb & (yt == 0)).sum())
-            n_keep += int((yt == 1).sum())
+            yt, pb, sb = y[b][lab] > 0, pred[b][lab], score[b][lab]  # keep: any positive target
+            key = y[b][lab] == 1
+            tp += int((pb & yt).sum()); fp += int((pb & ~yt).sum())
+            fn += int((~pb & yt).sum()); tn += int((~pb & ~yt).sum())
+            n_keep += int(yt.sum()); n_key += int(key.sum())
             for k, g in enumerate(ratios):
                 top = sb.argsort(descending=True, stable=True)[:round_half_up(len(sb) * g)]
-                survived[k] += int((yt[top] == 1).sum())
+                survived[k] += int(yt[top].sum())
+                key_survived[k] += int(key[top].sum())
     model.train()
-    return [tp, fp, fn, tn, n_keep] + survived
+    return [tp, fp, fn, tn, n_keep, n_key] + survived + key_survived
 
 
 def metrics_from_counts(counts, ratios=(0.2, 0.4)):
-    tp, fp, fn, tn, n_keep = counts[:5]
+    tp, fp, fn, tn, n_keep, n_key = counts[:6]
     f1_keep = 2 * tp / max(2 * tp + fp + fn, 1)
     f1_drop = 2 * tn / max(2 * tn + fn + fp, 1)
     out = {'macro_f1': (f1_keep + f1_drop) / 2, 'f1_keep': f1_keep, 'f1_drop': f1_drop,
            'accuracy': (tp + tn) / max(tp + fp + fn + tn, 1), 'keep_share': n_keep / max(tp + fp + fn + tn, 1)}
-    for g, s in zip(ratios, counts[5:]):
+    for g, s, s_key in zip(ratios, counts[6:6 + len(ratios)], counts[6 + len(ratios):]):
         out[f'survival@{g}'] = s / max(n_keep, 1)
+        out[f'key_survival@{g}'] = s_key / max(n_key, 1)  # key = target 1 (all keep tokens without key_spans)
     return out
 
 
-def labelled_examples(records, tok, max_len, max_q):
-    """(ids, labels) per annotated record (compressor.encode_pair)."""
+def labelled_examples(records, tok, max_len, max_q, support_label):
+    """(ids, labels) per annotated record (compressor.encode_pair); graded when it has key_spans."""
     return [(ids, labels) for ids, _, _, labels in
-            (encode_pair(tok, r['question'], r['cot'], max_len, max_q, r['keep_spans']) for r in records)]
+            (encode_pair(tok, r['question'], r['cot'], max_len, max_q, r['keep_spans'], r.get('key_spans'),
+                         support_label) for r in records)]
 
 
 # -----------------------------------------------------------------------------
@@ -181,7 +191,8 @@ def train(model, tok, train_ex, val_ex, device, rank, world, out_dir, resume, ba
         else:
             state['bad_evals'] += 1
         print0(f"step {step}: val macro-F1 {m['macro_f1']:.4f} (keep F1 {m['f1_keep']:.3f}), survival@0.2 "
-               f"{m['survival@0.2']:.3f} @0.4 {m['survival@0.4']:.3f}{' *' if improved else ''}")
+               f"{m['survival@0.2']:.3f} @0.4 {m['survival@0.4']:.3f}, key survival@0.2 {m['key_survival@0.2']:.3f} "
+               f"@0.4 {m['key_survival@0.4']:.3f}{' *' if improved else ''}")
         if is_main():
             append_jsonl(os.path.join(out_dir, 'metrics.jsonl'), dict(m, step=step, kind='val', time=time.time() - t0))
         save(model)
@@ -227,8 +238,10 @@ def main():
     seed_everything(seed + rank)
     tok = load_tokenizer(tokenizer_path or (os.path.join(os.path.dirname(train_path), 'tokenizer')
                                             if init_from == 'scratch' else init_from))
-    train_ex = labelled_examples(load_annotated(train_path, max_train_records), tok, max_len, max_question_tokens)
-    val_ex = labelled_examples(load_annotated(val_path, max_val_records), tok, max_len, max_question_tokens)
+    train_ex = labelled_examples(load_annotated(train_path, max_train_records), tok, max_len, max_question_tokens,
+                                 support_label)
+    val_ex = labelled_examples(load_annotated(val_path, max_val_records), tok, max_len, max_question_tokens,
+                               support_label)
     val_ex = val_ex[rank::world]
     print0(f'compressor: {len(train_ex)} train / {sum(all_reduce_sum([len(val_ex)]))} val examples, '
            f'tokenized in {time.time() - t0:.1f}s')
