@@ -98,6 +98,39 @@ def test_labels_keep_exactly_tokens_overlapping_keep_spans(tok):
         assert sum(l == 1 for l in labels) >= len(rec['keep_spans'])
 
 
+def test_graded_labels_give_key_one_support_soft_and_filler_zero(tok):
+    rng = random.Random(3)
+    for i in range(20):
+        rec = planted_record(rng, i)
+        key = [sp for sp in rec['keep_spans'] if rec['cot'][sp[0]:sp[1]] == '=']  # '=' signs are key
+        ids, start, spans, labels = cp.encode_pair(tok, rec['question'], rec['cot'], 512, 64, rec['keep_spans'],
+                                                   key, support_label=0.7)
+        keep_chars = set(c for a, b in rec['keep_spans'] for c in range(a, b))  # char-level reference
+        key_chars = set(c for a, b in key for c in range(a, b))
+        for (s, e), lab in zip(spans, labels[start:]):
+            chars = range(s, e)
+            want = -100 if s == e else 1 if any(c in key_chars for c in chars) else \
+                0.7 if any(c in keep_chars for c in chars) else 0
+            assert lab == want, (rec['cot'][s:e], lab, want)
+
+
+def test_soft_target_loss_matches_float64_reference_and_hard_labels_match_cross_entropy():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 2)
+    soft = torch.tensor([[0.0, 1.0, -100, 0.7, 0.0], [1.0, 0.7, 0.0, -100, -100]])
+    mask = soft != -100
+    logp = torch.log_softmax(logits[mask].double(), -1)
+    t = soft[mask].double()
+    ref = -(t * logp[:, 1] + (1 - t) * logp[:, 0]).mean()
+    assert torch.allclose(tc.token_loss(logits, soft, 'ce').double(), ref, atol=1e-6)
+    p = logp.exp()
+    ref_focal = -(t * (1 - p[:, 1]) ** 2 * logp[:, 1] + (1 - t) * (1 - p[:, 0]) ** 2 * logp[:, 0]).mean()
+    assert torch.allclose(tc.token_loss(logits, soft, 'focal', 2.0).double(), ref_focal, atol=1e-6)
+    hard = torch.tensor([[0, 1, -100, 1, 0], [1, 1, 0, -100, -100]])
+    assert torch.allclose(tc.token_loss(logits, hard, 'ce'),
+                          torch.nn.functional.cross_entropy(logits.flatten(0, 1), hard.flatten(), ignore_index=-100))
+
+
 def test_focal_loss_is_ce_at_gamma_zero_and_downweights_easy_tokens():
     torch.manual_seed(0)
     logits = torch.randn(2, 5, 2)
@@ -120,10 +153,27 @@ def test_classifier_learns_planted_digit_and_equals_rule(tmp_path, tok_dir, monk
     assert m['macro_f1'] > 0.95  # chance (all-drop or coin flip) is at most ~0.5
     for g in (0.2, 0.4):  # a perfect ranking keeps min(1, g / keep share) of the keep tokens
         assert m[f'survival@{g}'] > 0.95 * min(1.0, g / m['keep_share'])
+    assert m['key_survival@0.2'] == m['survival@0.2']  # binary labels: every keep token is key
     assert tc.find_checkpoint(str(tmp_path / 'comp')) is not None
     # resuming a finished run does not train again and returns the same best metrics
     again = train_tiny(monkeypatch, tmp_path, tok_dir, train_path=train, val_path=val, resume=True)
     assert again['macro_f1'] == m['macro_f1']
+
+
+def test_graded_training_ranks_key_tokens_first(tmp_path, tok_dir, monkeypatch):
+    """With '=' signs as key spans and digits as support, a ratio below the keep share keeps
+    the key tokens (binary labels would tie them with the digits)."""
+    rng = random.Random(4)
+
+    def graded(i):
+        rec = planted_record(rng, i)
+        return dict(rec, key_spans=[sp for sp in rec['keep_spans'] if rec['cot'][sp[0]:sp[1]] == '='])
+    train = write_jsonl(tmp_path / 'train.jsonl', [graded(i) for i in range(400)])
+    val = write_jsonl(tmp_path / 'val.jsonl', [graded(1000 + i) for i in range(60)])
+    m = train_tiny(monkeypatch, tmp_path, tok_dir, train_path=train, val_path=val, support_label=0.7)
+    assert m['macro_f1'] > 0.95  # support tokens still score above 0: predicted keep
+    assert m['key_survival@0.2'] > 0.95  # '=' is ~10% of words: all of it fits at 0.2 ...
+    assert m['survival@0.2'] < 0.9  # ... while the keep share (~40%) does not
 
 
 COT = ('Okay, let me think. Mia has 12 apples at the start. Then she buys 7 more, so 12 + 7 = 19. '

@@ -121,6 +121,27 @@ def test_keep_spans_valid_and_every_equation_kept_whole(built):
             assert any(r['cot'][a:b] == conclusion for a, b in r['keep_spans'])
 
 
+def test_key_spans_are_exactly_the_equations_and_the_conclusion(built):
+    for r in built[1]['train'] + built[1]['test']:
+        key_texts = [r['cot'][a:b] for a, b in r['key_spans']]
+        # independent reference: the written equations and the conclusion, in text order
+        assert key_texts == EQUATION_RE.findall(r['cot']) + [f"the answer is {r['answer']}"], r['id']
+        for a, b in r['key_spans']:  # graded: every key span lies inside one keep span
+            assert any(ka <= a and b <= kb for ka, kb in r['keep_spans'])
+        # and some kept text is not key (the restated start value and step actions)
+        assert sum(b - a for a, b in r['keep_spans']) > sum(b - a for a, b in r['key_spans'])
+
+
+def test_key_spans_must_lie_inside_keep_spans():
+    rec = {'id': 'k1', 'question': 'q', 'cot': 'so 1 + 1 = 2 ok', 'answer': '2', 'keep_spans': [[3, 12]],
+           'key_spans': [[3, 12]]}
+    check_annotated(rec, 'k1')
+    with pytest.raises(ValueError, match=r'k1: bad key_spans entry \[3, 14\]'):
+        check_annotated(dict(rec, key_spans=[[3, 14]]), 'k1')
+    with pytest.raises(ValueError, match=r"k1: key 'key_spans' must be list"):
+        check_annotated(dict(rec, key_spans='3-12'), 'k1')
+
+
 def test_equations_are_correct_and_values_bounded(built):
     for r in built[1]['train']:
         values = []
