@@ -23,7 +23,7 @@ LM, which needs no annotations at all. That is the counterpart here:
 over the CoT ALONE: the context is the think opener and the CoT's own earlier tokens, never the
 question. The LM is the base reasoning model (out/base/ckpt): the only general language model
 of this world, trained by next-token prediction on the corpus's full verbose CoTs, never on the
-keep spans (the paper scale would use any small causal LM, e.g. Qwen3-0.6B as is). A surprising
+keep spans (at paper scale base_ckpt is Qwen3-1.7B as released). A surprising
 token carries information the LM could not guess from the text so far; a predictable one
 (boilerplate, a restated number) is the first to go. What it cannot know is which numbers the
 question asked about: that is the point of the comparison.
