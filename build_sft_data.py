@@ -21,6 +21,10 @@ compressed at g*, warmup_fraction of the fixed-mode records in number, mixed as 
 (0.2:18% 0.4:24% 0.6:26% 0.8:22% 1.0:10%; warmup_mix='paper') or as the labels come
 ('natural'), beside replay_fraction of the fixed-mode records.
 
+The TokenSkip-style baseline (compressor_kind = 'tokenskip', config/tiny_tokenskip_data.py):
+the same build from the same cached base answers, but each CoT is compressed by tokenskip.py's
+question-agnostic surprisal score under base_ckpt instead of the trained compressor.
+
 The base model's graded answers are cached per question (samples_cache_path, the resumable
 cache of evaluate.sample_in_chunks), so the warm-up build only samples the teacher's questions
 that the first build did not see. Output is written atomically.
@@ -41,10 +45,12 @@ from evaluate import finished_questions, sample_and_grade, sample_in_chunks, sha
 from model import Qwen3
 from rewards import is_degenerate
 from tokenizer import load_tokenizer
+import tokenskip
 
 # -----------------------------------------------------------------------------
 # config (module globals; configurator.py overrides them from a config file / --key=value)
 compressor_ckpt = 'out/compressor/ckpt'  # the trained compressor (train_compressor.py)
+compressor_kind = 'question_aware'  # or 'tokenskip': the baseline (tokenskip.py, scored by base_ckpt)
 base_ckpt = 'out/base/ckpt'         # the reasoning model whose own CoTs are compressed
 pool_path = 'out/data/sft_pool.jsonl'  # questions the base model answers
 out_path = 'out/data/sft_mixed.jsonl'  # the SFT records written
@@ -178,14 +184,15 @@ def policy_warmup_records(cots, comp, teacher, n_fixed, rng, warmup_fraction, wa
 
 
 def build_sft_records(model, tok, samples, rtok, teacher, *, compress_ratios, bucket_tol, min_cot_tokens,
-                      compress_batch_size, seed, replay_fraction, warmup_fraction, warmup_mix):
+                      compress_batch_size, seed, replay_fraction, warmup_fraction, warmup_mix, compress=compress_batch):
     """SFT records from graded samples (evaluate.sample_and_grade rows): the fixed-mode records,
-    plus POLICY warm-up items when teacher budget rows are given. Returns (records, stats)."""
+    plus POLICY warm-up items when teacher budget rows are given. compress: compressor.compress_batch
+    (ours) or tokenskip.compress_batch (the baseline), with (model, tok) its scorer. Returns (records, stats)."""
     stats = {'samples': len(samples), 'correct': 0, 'degenerate': 0, 'missing_bucket': 0, 'questions': 0}
     cots = usable_cots(samples, rtok, min_cot_tokens, stats)
     ids = list(cots)
-    comp = dict(zip(ids, compress_batch(model, tok, [(cots[i][0], cots[i][2]) for i in ids], compress_ratios, rtok,
-                                        batch_size=compress_batch_size)))
+    comp = dict(zip(ids, compress(model, tok, [(cots[i][0], cots[i][2]) for i in ids], compress_ratios, rtok,
+                                  batch_size=compress_batch_size)))
     rng = random.Random(seed)
     records = fixed_mode_records(cots, comp, rtok, bucket_tol, min_cot_tokens, rng, stats)
     if teacher:
@@ -283,7 +290,11 @@ def gold_cot_samples(items, samples, rtok):
 def main():
     t0 = time.time()
     rank, world, _, device = setup_dist(device_type, timeout_s=dist_timeout_s)
-    for path, what, hub_ok in ((compressor_ckpt, 'compressor checkpoint', True), (corpus_path, 'replay corpus', False),
+    if compressor_kind not in ('question_aware', 'tokenskip'):
+        raise SystemExit(f"compressor_kind={compressor_kind!r}: must be 'question_aware' or 'tokenskip'")
+    ours = compressor_kind == 'question_aware'  # the baseline scores with base_ckpt, no compressor
+    for path, what, hub_ok in ((compressor_ckpt if ours else '', 'compressor checkpoint', True),
+                               (corpus_path, 'replay corpus', False),
                                (base_ckpt, 'base model checkpoint', True), (pool_path, 'SFT question pool', False),
                                (teacher_path, 'teacher budgets (teacher_path)', False)):
         if path and not os.path.exists(path) and not (hub_ok and is_hub_id(path)):
@@ -306,13 +317,14 @@ def main():
     del base
     t1 = time.time()
     if is_main():  # compressing and writing are rank 0's; the others wait
-        model, tok = load_compressor(compressor_ckpt, device)
+        model, tok = load_compressor(compressor_ckpt, device) if ours else tokenskip.load_scorer(base_ckpt, device)
         if fallback_gold_cots:
             samples += gold_cot_samples(items, samples, rtok)
         records, stats = build_sft_records(
             model, tok, samples, rtok, teacher, compress_ratios=compress_ratios, bucket_tol=bucket_tol,
             min_cot_tokens=min_cot_tokens, compress_batch_size=compress_batch_size,
-            seed=seed, replay_fraction=replay_fraction, warmup_fraction=warmup_fraction, warmup_mix=warmup_mix)
+            seed=seed, replay_fraction=replay_fraction, warmup_fraction=warmup_fraction, warmup_mix=warmup_mix,
+            compress=compress_batch if ours else tokenskip.compress_batch)
         if not records:
             raise SystemExit(f"build: no usable records ({stats}); the base model at {base_ckpt} answered "
                              f"no question correctly with a closed think, or every question missed a bucket")

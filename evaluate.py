@@ -34,6 +34,8 @@ Metrics per (benchmark, model, mode), see `summarize`:
   act_ratio      think_tokens / think_tokens of the reference row. Reference: the 'base'
                  model's 'base' mode on the same benchmark; if absent, the same model's
                  '1.0' row, else its 'base' row (`reference_key`)
+  paired         with paired_with {model: other}: acc_diff_vs_pair and think_diff_vs_pair, the
+                 row minus the other model's row at the same mode, paired over questions, ± 95%
   budget_abs_err mean |r - target| with r = think tokens / mean think tokens of the same
                  question in the reference row; target = the fixed ratio, or in POLICY
                  mode the chosen budget; budget_within_0.1 = share with |r - target| <= 0.1
@@ -100,6 +102,7 @@ param_dtype = 'auto'  # weights: 'auto' (bf16 on cuda, fp32 on cpu) | 'float32' 
 cuda_graph = False  # sampler: CUDA-graph decode (GPU only)
 dist_timeout_s = 4 * 3600  # process-group timeout: ranks wait at barriers while the others finish their shards
 reference_model = 'base'  # ActRatio denominator: this model's 'base' row
+paired_with = {}  # name -> the model its rows are compared with at the same mode (paired; the --paper tables)
 report_path = ''  # extra copy of report.md (speedrun: out/report.md)
 plot = True  # write accuracy_vs_ratio.png when matplotlib is importable
 
@@ -292,6 +295,17 @@ def paired_accuracy_difference(samples, ref_samples):
     return diff, hw, len(common)
 
 
+def paired_comparison(samples, other_samples, other_name):
+    """This row minus another model's row at the same mode, paired over the shared questions:
+    accuracy and think tokens (questions where both closed their think), each with its 95%
+    half-width (the paper's comparisons: ours vs the baseline, an ablation vs full CHRPO)."""
+    acc, acc_hw, _ = paired_accuracy_difference(samples, other_samples)
+    a, b = per_question_think(samples), per_question_think(other_samples)
+    think, think_hw = mean_ci95([a[k] - b[k] for k in a if k in b])
+    return {'paired_with': other_name, 'acc_diff_vs_pair': acc, 'acc_diff_pair_ci95': acc_hw,
+            'think_diff_vs_pair': think, 'think_diff_pair_ci95': think_hw}
+
+
 def budget_following(samples, ref_think, tol=0.1):
     """Realized ratio r = think tokens / the same question's reference think tokens, compared
     with the target (the budget the sample ran under). Returns (mean |r - target|, share
@@ -325,8 +339,10 @@ def reference_key(keys, bench, model_name, reference_model='base'):
     return None
 
 
-def summarize(results, reference_model='base'):
-    """results: {(bench, model, mode): [graded samples]} -> list of summary rows (dicts)."""
+def summarize(results, reference_model='base', paired_with=None):
+    """results: {(bench, model, mode): [graded samples]} -> list of summary rows (dicts).
+    paired_with: {model: other model}: its rows also carry paired_comparison to the other's row
+    at the same mode, where that row exists."""
     results = {(b, m, mode_name(md)): v for (b, m, md), v in results.items()}
     think = {k: _mean([s['think_tokens'] for s in v if s.get('think_tokens') is not None])
              for k, v in results.items()}
@@ -348,6 +364,9 @@ def summarize(results, reference_model='base'):
         if ref and ref != key:  # accuracy difference to the reference row, paired over questions
             d, hw, _ = paired_accuracy_difference(samples, results[ref])
             row.update({'acc_diff_vs_ref': d, 'acc_diff_ci95': hw})
+        other = (bench, (paired_with or {}).get(model_name), mode)
+        if other in results:
+            row.update(paired_comparison(samples, results[other], other[1]))
         err, within, cnt = budget_following(samples, per_question_think(results[ref]) if ref else {})
         row.update({'budget_abs_err': err, 'budget_within_0.1': within, 'budget_n': cnt})
         if mode == 'auto':
@@ -542,10 +561,10 @@ def load_benchmarks(benchmarks, split, data_dir, max_items):
     return bench_items
 
 
-def write_outputs(results, out_dir, reference_model, plot, report_path):
+def write_outputs(results, out_dir, reference_model, plot, report_path, paired_with=None):
     """summary.json, report.md (+ the plot) in out_dir, and a copy of the report at report_path
     whose image link points back into out_dir. Returns the report text."""
-    summary = summarize(results, reference_model=reference_model)
+    summary = summarize(results, reference_model=reference_model, paired_with=paired_with)
     atomic_write_json(os.path.join(out_dir, 'summary.json'), summary)
     plot_path = os.path.join(out_dir, 'accuracy_vs_ratio.png')
     report = write_report(summary, os.path.join(out_dir, 'report.md'), plot_path=plot_path if plot else None)
@@ -559,9 +578,9 @@ def main():
     rank, world, local_rank, dev = setup_dist(device, timeout_s=dist_timeout_s)
     torch_dtype = {'auto': torch.bfloat16 if dev.type == 'cuda' else torch.float32,
                    'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[param_dtype]
-    unknown = [m for m in model_modes if m not in models]
+    unknown = [m for m in [*model_modes, *paired_with, *paired_with.values()] if m not in models]
     if unknown:
-        raise SystemExit(f'model_modes names {unknown} that are not in models {list(models)}')
+        raise SystemExit(f'model_modes or paired_with names {unknown} that are not in models {list(models)}')
     settings = {'n': n_samples, 'temperature': temperature, 'top_p': top_p, 'top_k': top_k,
                 'max_new_tokens': max_new_tokens, 'seed': seed, 'system': SYSTEM_PROMPT}
     bench_items = load_benchmarks(benchmarks, split, data_dir, max_items)
@@ -597,7 +616,7 @@ def main():
                     results[(b, name, md)] = rows
         del model
     if is_main():
-        print0(write_outputs(results, out_dir, reference_model, plot, report_path))
+        print0(write_outputs(results, out_dir, reference_model, plot, report_path, paired_with))
     barrier()
     cleanup_dist()
 

@@ -9,12 +9,23 @@ Sections: the main table (rows = model / mode, a column per benchmark, each cell
 tokens / accuracy % ± 95% half-width (ActRatio) [accuracy difference to the reference row ±
 its paired half-width]"), budget following, the POLICY budget histogram, accuracy by
 difficulty, latency and, when several samples were drawn per question, pass@k.
+With the rows of `bash speedrun.sh --paper` (config/eval_paper.py) two more tables follow the
+main one, in the layout of the paper's: ours against the TokenSkip-style baseline, one row per
+method and ratio, interleaved (`method_table`); and the CHRPO ablations in POLICY mode against
+full CHRPO (`ablation_table`). Their paired columns are evaluate.paired_comparison's. Without
+those rows the report is as before.
 """
 import os
 
 from common import atomic_write_text
 
 MODE_LABELS = {'base': 'no budget token', 'auto': 'POLICY'}  # how modes read in the table
+BASELINE = 'tokenskip'  # the TokenSkip-style model (tokenskip.py); ours are compared with it at each ratio
+METHODS = {'sft': 'Extra-CoT SFT (ours)',  # the rows of the method table, in this order at each ratio
+           'sft_ratio': 'Extra-CoT mixed-ratio SFT (ours, before the POLICY warm-up)',
+           BASELINE: 'TokenSkip-style SFT (question-agnostic compressor)'}
+ABLATIONS = {'chrpo': 'full CHRPO', 'chrpo_no_ctrl': 'without R_ctrl',  # the ablation table's rows, in order
+             'chrpo_no_mode': 'without R_mode', 'chrpo_no_both': 'without R_mode and R_ctrl'}
 
 
 def _row_label(model_name, mode):
@@ -25,6 +36,83 @@ def _row_label(model_name, mode):
 
 def _fmt(x, spec='.2f', none='-'):
     return none if x is None else format(x, spec)
+
+
+def _acc(r):
+    """accuracy % ± its 95% half-width"""
+    ci = f" ± {100 * r['accuracy_ci95']:.1f}" if r.get('accuracy_ci95') is not None else ''
+    return f"{100 * r['accuracy']:.1f}{ci}"
+
+
+def _diff(d, hw, scale=100.0, spec='+.1f'):
+    """a paired difference ± its 95% half-width ('' when absent)"""
+    if d is None:
+        return ''
+    return format(scale * d, spec) + (f' ± {scale * hw:.1f}' if hw is not None else '')
+
+
+def _by_benchmark(rows, title):
+    """[(heading lines, that benchmark's rows)]: a sub-heading per benchmark only when there are several."""
+    benches = list(dict.fromkeys(r.get('benchmark', 'synthetic') for r in rows))
+    return [([f'### {title}: {b}', ''] if len(benches) > 1 else [],
+             [r for r in rows if r.get('benchmark', 'synthetic') == b]) for b in benches]
+
+
+def method_table(rows):
+    """Ours and the TokenSkip-style baseline at each ratio the baseline was evaluated at, one
+    row per method and ratio (METHODS order), after the base model's row. [] without baseline rows."""
+    if not any(r['model'] == BASELINE for r in rows):
+        return []
+    lines = ['', '## Ours vs a TokenSkip-style compressor', '',
+             'The TokenSkip-style model and our mixed-ratio SFT share the base model, its own CoTs, the ratios, '
+             'buckets, corpus replay and SFT run; only the compressor differs (ours: question-aware, trained on '
+             'the annotations; the baseline: question-agnostic surprisal, tokenskip.py). Our SFT is the mixed-ratio '
+             'one after the POLICY warm-up round. Accuracy % ± 95% half-width; paired differences over the same '
+             'questions in points ± 95% half-width.', '']
+    for head, rs in _by_benchmark(rows, 'ours vs TokenSkip-style'):
+        cell = {(r['model'], r['mode']): r for r in rs}
+        ratios = sorted({r['mode'] for r in rs if r['model'] == BASELINE}, key=float)
+        lines += head + ['| ratio | method | think tokens | accuracy % | ActRatio | vs base model '
+                         '| vs TokenSkip-style |', '|---|---|---|---|---|---|---|']
+        order = [('base', 'base')] + [(m, g) for g in ratios for m in METHODS]
+        for m, g in order:
+            r = cell.get((m, g))
+            if r is None:
+                continue
+            label = 'base model' if m == 'base' else METHODS[m]
+            paired = r.get('paired_with') == BASELINE
+            vs = _diff(r.get('acc_diff_vs_pair'), r.get('acc_diff_pair_ci95')) if paired else ''
+            lines.append(f"| {'-' if m == 'base' else g} | {label} | {_fmt(r.get('think_tokens'), '.0f')} "
+                         f"| {_acc(r)} | {_fmt(r.get('act_ratio'))} "
+                         f"| {_diff(r.get('acc_diff_vs_ref'), r.get('acc_diff_ci95'))} | {vs} |")
+        lines.append('')
+    return lines[:-1]
+
+
+def ablation_table(rows):
+    """Full CHRPO and its ablations in POLICY mode (ABLATIONS order), with the paired accuracy and
+    think-token differences to full CHRPO. [] without ablation rows."""
+    pol = {r['model']: r for r in rows if r['mode'] == 'auto' and r['model'] in ABLATIONS}
+    if not set(pol) - {'chrpo'}:
+        return []
+    lines = ['', '## CHRPO ablations (POLICY mode)', '',
+             'The same SFT start, steps and seed; one reward term switched off. Differences to full CHRPO are '
+             'paired over the same questions (think tokens: where both closed their think), ± 95% half-width.', '']
+    for head, rs in _by_benchmark([r for r in rows if r['mode'] == 'auto' and r['model'] in ABLATIONS], 'ablations'):
+        cell = {r['model']: r for r in rs}
+        lines += head + ['| variant | think tokens | accuracy % | ActRatio | accuracy vs full (points) '
+                         '| think tokens vs full |', '|---|---|---|---|---|---|']
+        for m, label in ABLATIONS.items():
+            r = cell.get(m)
+            if r is None:
+                continue
+            paired = r.get('paired_with') == 'chrpo'
+            acc = _diff(r.get('acc_diff_vs_pair'), r.get('acc_diff_pair_ci95')) if paired else ''
+            think = _diff(r.get('think_diff_vs_pair'), r.get('think_diff_pair_ci95'), 1.0, '+.0f') if paired else ''
+            lines.append(f"| {label} | {_fmt(r.get('think_tokens'), '.0f')} | {_acc(r)} | {_fmt(r.get('act_ratio'))} "
+                         f"| {acc} | {think} |")
+        lines.append('')
+    return lines[:-1]
 
 
 def write_report(summary_rows, out_path, title='Extra-CoT evaluation', plot_path=None):
@@ -52,6 +140,7 @@ def write_report(summary_rows, out_path, title='Extra-CoT evaluation', plot_path
                     if r.get('acc_diff_ci95') is not None else '')
             cells.append(f"{_fmt(r.get('think_tokens'), '.0f')} / {100 * r['accuracy']:.1f}{ci}{ratio}{diff}")
         lines.append(f'| {_row_label(m, md)} | ' + ' | '.join(cells) + ' |')
+    lines += method_table(rows) + ablation_table(rows)  # the --paper rows, when present
     # budget following
     bf = [r for r in rows if r.get('budget_n')]
     if bf:

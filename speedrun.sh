@@ -3,6 +3,8 @@
 #
 #   bash speedrun.sh            # full run (2-core CPU: about 20 minutes), writes out/report.md
 #   bash speedrun.sh --smoke    # same stages, minuscule sizes (< 2 minutes), writes out_smoke/report.md
+#   bash speedrun.sh --paper    # then the paper's comparisons: a TokenSkip-style baseline and the CHRPO
+#                               # ablations, added to the same summary.json, report.md and plot
 #
 # Stages (each skipped when its marker $OUT/.stages/NAME exists; an interrupted stage resumes):
 #   data        synthetic corpus + tokenizer                         corpus.py config/tiny_data.py
@@ -15,6 +17,16 @@
 #   sft         POLICY warm-up SFT (the 'sft' model of the report)   train_sft.py config/tiny_sft_policy.py
 #   chrpo       CHRPO                                                train_chrpo.py config/tiny_chrpo.py
 #   eval        every model x mode on the synthetic test set         evaluate.py config/eval_tiny.py
+# With --paper, after those (same markers, same sizes; the main stages are reused when done):
+#   tokenskip_data  the baseline's mixed-ratio SFT set: the same cached base answers, ratios,
+#                   buckets and corpus replay, compressed question-agnostically
+#                                                    build_sft_data.py ... config/tiny_tokenskip_data.py
+#   tokenskip       the same mixed-ratio SFT from the same base (no POLICY warm-up: TokenSkip has no
+#                   POLICY mode)                     train_sft.py config/tiny_sft.py
+#   chrpo_no_ctrl, chrpo_no_mode, chrpo_no_both   CHRPO without R_ctrl / the ratio-mode term / both,
+#                   from the same SFT start with the same steps and seed   train_chrpo.py config/tiny_chrpo.py
+#   eval_paper      the extra rows beside the main ones (reused from their sample files) in the same
+#                   out/eval/summary.json, report.md and plot   evaluate.py config/eval_tiny.py config/eval_paper.py
 #
 # Python: a project-local virtual environment, .venv (created when missing, requirements.txt
 # installed into it; venv.sh), unless PYTHON names an interpreter to use instead.
@@ -33,10 +45,12 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 SMOKE=0
+PAPER=0
 for arg in "$@"; do
   case "$arg" in
     --smoke) SMOKE=1 ;;
-    *) echo "usage: bash speedrun.sh [--smoke]" >&2; exit 2 ;;
+    --paper) PAPER=1 ;;
+    *) echo "usage: bash speedrun.sh [--smoke] [--paper]" >&2; exit 2 ;;
   esac
 done
 if [ "$SMOKE" = 1 ]; then OUT=${OUT:-out_smoke}; else OUT=${OUT:-out}; fi
@@ -144,6 +158,25 @@ stage chrpo $PY train_chrpo.py config/tiny_chrpo.py --stage=train --out_dir=$OUT
 
 stage eval $PY evaluate.py config/eval_tiny.py --out_dir=$OUT/eval --data_dir=$D --report_path=$OUT/report.md \
   "--models={'base': '$OUT/base/ckpt', 'sft': '$OUT/sft/ckpt', 'chrpo': '$OUT/chrpo/ckpt'}" $EVAL_ARGS
+
+if [ "$PAPER" = 1 ]; then
+  stage tokenskip_data $SFT_DATA config/tiny_tokenskip_data.py --out_path=$D/sft_tokenskip.jsonl $SFT_DATA_ARGS
+
+  stage tokenskip $TORCHRUN train_sft.py config/tiny_sft.py --out_dir=$OUT/tokenskip --init_from=$OUT/base/ckpt \
+    --data_path=$D/sft_tokenskip.jsonl --tokenizer_path=$D/tokenizer --resume=True $SFT_ARGS
+
+  CHRPO="$PY train_chrpo.py config/tiny_chrpo.py --stage=train --init_from=$OUT/sft/ckpt --rl_path=$D/rl_pool.jsonl \
+    --teacher_path=$OUT/teacher/teacher_budgets.jsonl --resume=True"
+  stage chrpo_no_ctrl $CHRPO --out_dir=$OUT/chrpo_no_ctrl --use_ctrl_reward=False $CHRPO_ARGS
+  stage chrpo_no_mode $CHRPO --out_dir=$OUT/chrpo_no_mode --use_mode_term=False $CHRPO_ARGS
+  stage chrpo_no_both $CHRPO --out_dir=$OUT/chrpo_no_both --use_ctrl_reward=False --use_mode_term=False $CHRPO_ARGS
+
+  stage eval_paper $PY evaluate.py config/eval_tiny.py config/eval_paper.py --out_dir=$OUT/eval --data_dir=$D \
+    --report_path=$OUT/report.md "--models={'base': '$OUT/base/ckpt', 'sft': '$OUT/sft/ckpt', \
+'chrpo': '$OUT/chrpo/ckpt', 'sft_ratio': '$OUT/sft_ratio/ckpt', 'tokenskip': '$OUT/tokenskip/ckpt', \
+'chrpo_no_ctrl': '$OUT/chrpo_no_ctrl/ckpt', 'chrpo_no_mode': '$OUT/chrpo_no_mode/ckpt', \
+'chrpo_no_both': '$OUT/chrpo_no_both/ckpt'}" $EVAL_ARGS
+fi
 
 echo "== all stages done in $(( $(date +%s) - T_START ))s; report: $OUT/report.md"
 cat "$OUT/report.md"

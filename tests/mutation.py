@@ -173,6 +173,15 @@ MUTATIONS = [
     ('build_sft_data.py', 'return len(ids) < min_tokens or is_degenerate(ids)', 'return len(ids) < min_tokens',
      ['tests/test_compressor.py', '-k', 'build']),
     ('build_sft_data.py', 'seed=seed + chunk[0])', 'seed=seed)', ['tests/test_compressor.py', '-k', 'build']),
+    # ---- the TokenSkip-style baseline and the paper's paired comparisons
+    ('tokenskip.py', 'cots = [cot for _, cot in pairs]', "cots = [q + ' ' + cot if q else cot for q, cot in pairs]",
+     ['tests/test_tokenskip.py']),
+    ('tokenskip.py', 'y[b, len(prefix) - 1:len(ids) - 1] = torch.tensor(ids[len(prefix):])',
+     'y[b, len(prefix):len(ids)] = torch.tensor(ids[len(prefix):])', ['tests/test_tokenskip.py']),
+    ('tokenskip.py', 'med = sorted(values)[(len(values) - 1) // 2]', 'med = sorted(values)[len(values) // 2]',
+     ['tests/test_tokenskip.py']),
+    ('evaluate.py', 'think, think_hw = mean_ci95([a[k] - b[k] for k in a if k in b])',
+     'think, think_hw = mean_ci95([b[k] - a[k] for k in a if k in b])', ['tests/test_report_paper.py']),
 ]
 
 

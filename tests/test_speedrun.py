@@ -1,6 +1,7 @@
 """End to end: `bash speedrun.sh --smoke` runs every stage with minuscule sizes and writes
-the report; a second run skips every finished stage. Then the same with Qwen3's real
-tokenizer (TOKENIZER=...) and vocabulary (a few minutes on CPU)."""
+the report; a second run skips every finished stage; `--paper` then adds the baseline and
+ablation rows to the same summary and report, reusing the main rows. Then the same with Qwen3's
+real tokenizer (TOKENIZER=...) and vocabulary (a few minutes on CPU)."""
 import json
 import os
 import subprocess
@@ -13,6 +14,7 @@ from tokenizer import load_tokenizer, qwen3_tokenizer_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STAGES = ['data', 'base', 'compressor', 'sft_ratio', 'teacher', 'policy_data', 'sft', 'chrpo', 'eval']
+PAPER_STAGES = ['tokenskip_data', 'tokenskip', 'chrpo_no_ctrl', 'chrpo_no_mode', 'chrpo_no_both', 'eval_paper']
 
 
 def test_smoke_speedrun_writes_report_and_rerun_skips_finished_stages(tmp_path):
@@ -39,6 +41,21 @@ def test_smoke_speedrun_writes_report_and_rerun_skips_finished_stages(tmp_path):
                         timeout=120)
     assert p2.returncode == 0, p2.stderr[-2000:]
     assert p2.stdout.count('done before, skipped') == len(STAGES)
+    # --paper on top: the main stages are reused, the paper's run, their rows join the same summary
+    main_samples = {p.name: p.stat().st_mtime_ns for p in (out / 'eval').glob('samples_*.jsonl')}
+    p3 = subprocess.run(['bash', 'speedrun.sh', '--smoke', '--paper'], cwd=ROOT, env=env, capture_output=True,
+                        text=True, timeout=600)
+    assert p3.returncode == 0, p3.stdout[-4000:] + p3.stderr[-4000:]
+    assert p3.stdout.count('done before, skipped') == len(STAGES)
+    for stage in PAPER_STAGES:
+        assert (out / '.stages' / stage).exists(), stage
+    pairs = {(r['model'], r['mode']) for r in json.loads((out / 'eval' / 'summary.json').read_text())}
+    assert {('tokenskip', m) for m in ('0.2', '0.4', '0.8')} <= pairs
+    assert {(m, 'auto') for m in ('chrpo', 'chrpo_no_ctrl', 'chrpo_no_mode', 'chrpo_no_both')} <= pairs
+    assert ('base', 'base') in pairs and ('sft', '1.0') in pairs
+    assert all((out / 'eval' / name).stat().st_mtime_ns == t for name, t in main_samples.items())  # not resampled
+    report = (out / 'report.md').read_text()
+    assert '## Ours vs a TokenSkip-style compressor' in report and '## CHRPO ablations (POLICY mode)' in report
 
 
 def test_smoke_speedrun_with_qwen3s_real_tokenizer_and_vocabulary(tmp_path):
