@@ -259,27 +259,30 @@ def score_cots(model, tok, pairs, max_len=4096, max_q=512, batch_size=16):
     return results
 
 
+def compress_scored(cot, spans, scores, ratios, rtok):
+    """One CoT at every ratio from its token scores (score_cots, or another scorer's):
+    a list, one per ratio, of dict(text, ratio, realized_ratio, kept_tokens, total_tokens);
+    kept/total count scorer tokens, realized_ratio reasoning-model (rtok) tokens."""
+    units = group_drop_runs(cot, cot_units(cot, spans), scores)
+    n_orig = len(rtok.encode(cot.strip()))
+    if n_orig == 0:
+        raise ValueError(f'compress: empty CoT {cot!r}')
+    rows = []
+    for g in ratios:
+        if not 0.0 <= g <= 1.0:
+            raise ValueError(f'compress: ratio {g} is outside [0, 1]')
+        kept, k_tokens, n = select_units(units, scores, g)
+        text = render_units(cot, units, kept)
+        rows.append(dict(text=text, ratio=g, realized_ratio=len(rtok.encode(text)) / n_orig,
+                         kept_tokens=k_tokens, total_tokens=n))
+    return rows
+
+
 def compress_batch(model, tok, pairs, ratios, reasoning_tok=None, max_len=4096, batch_size=16):
     """Compress each (question, cot) at every ratio with one scoring pass per CoT.
-    Returns, per pair, a list (one per ratio) of dict(text, ratio, realized_ratio, kept_tokens,
-    total_tokens); kept/total count compressor tokens, realized_ratio reasoning-model tokens."""
-    rtok = reasoning_tok or tok
-    out = []
-    for (q, cot), (spans, scores) in zip(pairs, score_cots(model, tok, pairs, max_len, batch_size=batch_size)):
-        units = group_drop_runs(cot, cot_units(cot, spans), scores)
-        n_orig = len(rtok.encode(cot.strip()))
-        if n_orig == 0:
-            raise ValueError(f'compress: empty CoT for question {q[:60]!r}')
-        rows = []
-        for g in ratios:
-            if not 0.0 <= g <= 1.0:
-                raise ValueError(f'compress: ratio {g} is outside [0, 1]')
-            kept, k_tokens, n = select_units(units, scores, g)
-            text = render_units(cot, units, kept)
-            rows.append(dict(text=text, ratio=g, realized_ratio=len(rtok.encode(text)) / n_orig,
-                             kept_tokens=k_tokens, total_tokens=n))
-        out.append(rows)
-    return out
+    Returns, per pair, compress_scored's list (one dict per ratio)."""
+    return [compress_scored(cot, spans, scores, ratios, reasoning_tok or tok)
+            for (q, cot), (spans, scores) in zip(pairs, score_cots(model, tok, pairs, max_len, batch_size=batch_size))]
 
 
 def compress(model, tok, question, cot, ratio, reasoning_tok=None):

@@ -39,7 +39,7 @@ reasoning model's tokenizer, which here is the scorer's own.
 """
 import torch
 
-from compressor import cot_units, group_drop_runs, render_units, select_units, token_spans
+from compressor import compress_scored, token_spans
 from data import THINK_START
 from kernels import fused_linear_token_logprobs
 from model import Qwen3
@@ -92,24 +92,6 @@ def centered(values):
         return []
     med = sorted(values)[(len(values) - 1) // 2]
     return [v - med for v in values]
-
-
-def compress_scored(cot, spans, scores, ratios, rtok):
-    """One CoT at every ratio from its token scores, with our unit selection. Returns a list
-    of dict(text, ratio, realized_ratio, kept_tokens, total_tokens), as compressor.compress_batch."""
-    units = group_drop_runs(cot, cot_units(cot, spans), scores)
-    n_orig = len(rtok.encode(cot.strip()))
-    if n_orig == 0:
-        raise ValueError('tokenskip: empty CoT')
-    rows = []
-    for g in ratios:
-        if not 0.0 <= g <= 1.0:
-            raise ValueError(f'tokenskip: ratio {g} is outside [0, 1]')
-        kept, k_tokens, n = select_units(units, scores, g)
-        text = render_units(cot, units, kept)
-        rows.append(dict(text=text, ratio=g, realized_ratio=len(rtok.encode(text)) / n_orig,
-                         kept_tokens=k_tokens, total_tokens=n))
-    return rows
 
 
 def compress_batch(model, tok, pairs, ratios, reasoning_tok=None, batch_size=16):
