@@ -167,16 +167,24 @@ stage eval $PY evaluate.py config/eval_tiny.py --out_dir=$OUT/eval --data_dir=$D
   "--models={'base': '$OUT/base/ckpt', 'sft': '$OUT/sft/ckpt', 'chrpo': '$OUT/chrpo/ckpt'}" $EVAL_ARGS
 
 if [ "$PAPER" = 1 ]; then
-  stage tokenskip_data $SFT_DATA config/tiny_tokenskip_data.py --out_path=$D/sft_tokenskip.jsonl $SFT_DATA_ARGS
-
-  stage tokenskip $TORCHRUN train_sft.py config/tiny_sft.py --out_dir=$OUT/tokenskip --init_from=$OUT/base/ckpt \
-    --data_path=$D/sft_tokenskip.jsonl --tokenizer_path=$D/tokenizer --resume=True $SFT_ARGS
-
+  # two lanes at once, one thread each: the tiny models barely use a second thread (their steps are
+  # dispatch-bound), so two processes on 2 cores take about the time of the longer lane
+  baseline_lane() {
+    stage tokenskip_data $SFT_DATA config/tiny_tokenskip_data.py --out_path=$D/sft_tokenskip.jsonl $SFT_DATA_ARGS
+    stage tokenskip $TORCHRUN train_sft.py config/tiny_sft.py --out_dir=$OUT/tokenskip --init_from=$OUT/base/ckpt \
+      --data_path=$D/sft_tokenskip.jsonl --tokenizer_path=$D/tokenizer --resume=True $SFT_ARGS
+  }
   CHRPO="$PY train_chrpo.py config/tiny_chrpo.py --stage=train --init_from=$OUT/sft/ckpt --rl_path=$D/rl_pool.jsonl \
     --teacher_path=$OUT/teacher/teacher_budgets.jsonl --resume=True"
-  stage chrpo_no_ctrl $CHRPO --out_dir=$OUT/chrpo_no_ctrl --use_ctrl_reward=False $CHRPO_ARGS
-  stage chrpo_no_mode $CHRPO --out_dir=$OUT/chrpo_no_mode --use_mode_term=False $CHRPO_ARGS
-  stage chrpo_no_both $CHRPO --out_dir=$OUT/chrpo_no_both --use_ctrl_reward=False --use_mode_term=False $CHRPO_ARGS
+  ablation_lane() {
+    stage chrpo_no_ctrl $CHRPO --out_dir=$OUT/chrpo_no_ctrl --use_ctrl_reward=False $CHRPO_ARGS
+    stage chrpo_no_mode $CHRPO --out_dir=$OUT/chrpo_no_mode --use_mode_term=False $CHRPO_ARGS
+    stage chrpo_no_both $CHRPO --out_dir=$OUT/chrpo_no_both --use_ctrl_reward=False --use_mode_term=False $CHRPO_ARGS
+  }
+  ( export OMP_NUM_THREADS=1; baseline_lane ) & lane_a=$!
+  ( export OMP_NUM_THREADS=1; ablation_lane ) & lane_b=$!
+  wait $lane_a || { echo "== the baseline lane failed" >&2; wait $lane_b; exit 1; }
+  wait $lane_b || { echo "== the ablation lane failed" >&2; exit 1; }
 
   stage eval_paper $PY evaluate.py config/eval_tiny.py config/eval_paper.py --out_dir=$OUT/eval --data_dir=$D \
     --report_path=$OUT/report.md "--models={'base': '$OUT/base/ckpt', 'sft': '$OUT/sft/ckpt', \
