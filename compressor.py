@@ -179,7 +179,7 @@ def cot_units(cot, spans):
 def group_drop_runs(cot, units, scores):
     """Coarser units where the classifier drops: consecutive plain words whose best token
     scores <= 0 (predicted drop) merge into one unit that ends at a clause mark (. , ; : ? !).
-    Why: the annotations are binary, so the ranking among drop words is arbitrary; selected
+    Why: every filler word has the same label (drop), so the ranking among drop words is arbitrary; selected
     word by word, a budget above the decisive share filled itself with function words torn
     out of filler ("the with the at ..."), which the SFT model then imitated. As whole
     clauses, filler enters a compressed CoT readable, or not at all. Decisive words and
