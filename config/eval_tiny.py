@@ -9,10 +9,10 @@ optional_models = []  # every stage of the speedrun must have produced its check
 benchmarks = ['synthetic']
 data_dir = 'out/data'
 max_items = 0  # all test questions
-n_samples = 1
+n_samples = 2  # two samples a question: the paired 95% half-width between two rows falls from ~2.5 to <= 2 points
 temperature = 0.7
 top_p = 0.9
 max_new_tokens = 512  # the longest synthetic CoT is ~300 tokens
-batch_size = 100  # one decode batch per pair
+batch_size = 200  # one decode batch per chunk (100 questions x 2 samples)
 chunk_items = 100
 report_path = 'out/report.md'
