@@ -38,23 +38,23 @@ def check_annotated(rec, where):
             raise ValueError(f"{where}: missing key '{key}'")
         if not isinstance(rec[key], typ):
             raise ValueError(f"{where}: key '{key}' must be {typ.__name__}, got {type(rec[key]).__name__}")
-    prev = 0
-    for span in rec['keep_spans']:
-        ok = isinstance(span, list) and len(span) == 2 and all(isinstance(v, int) for v in span)
-        if not ok or not (prev <= span[0] < span[1] <= len(rec['cot'])):
-            raise ValueError(f"{where}: bad keep_spans entry {span!r} (need sorted, disjoint [start, end) "
-                             f"int pairs inside the cot of length {len(rec['cot'])})")
-        prev = span[1]
+    _check_spans(rec['keep_spans'], lambda s, e: e <= len(rec['cot']), where, 'keep_spans',
+                 f"inside the cot of length {len(rec['cot'])}")
     if 'key_spans' in rec:  # graded annotations (optional): key parts of the decisive content
-        keep, prev = rec['keep_spans'], 0
         if not isinstance(rec['key_spans'], list):
             raise ValueError(f"{where}: key 'key_spans' must be list, got {type(rec['key_spans']).__name__}")
-        for span in rec['key_spans']:
-            ok = isinstance(span, list) and len(span) == 2 and all(isinstance(v, int) for v in span)
-            if not ok or not prev <= span[0] < span[1] or not any(a <= span[0] and span[1] <= b for a, b in keep):
-                raise ValueError(f"{where}: bad key_spans entry {span!r} (need sorted, disjoint [start, end) "
-                                 f"int pairs, each inside one keep span)")
-            prev = span[1]
+        _check_spans(rec['key_spans'], lambda s, e: any(a <= s and e <= b for a, b in rec['keep_spans']), where,
+                     'key_spans', 'each inside one keep span')
+
+
+def _check_spans(spans, inside, where, key, what):
+    """Raise ValueError unless spans are sorted, disjoint [start, end) int pairs with inside(start, end)."""
+    prev = 0
+    for span in spans:
+        ok = isinstance(span, list) and len(span) == 2 and all(isinstance(v, int) for v in span)
+        if not ok or not prev <= span[0] < span[1] or not inside(*span):
+            raise ValueError(f"{where}: bad {key} entry {span!r} (need sorted, disjoint [start, end) int pairs {what})")
+        prev = span[1]
 
 
 def load_annotated(path, limit=0):

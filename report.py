@@ -92,13 +92,13 @@ def method_table(rows):
 def ablation_table(rows):
     """Full CHRPO and its ablations in POLICY mode (ABLATIONS order), with the paired accuracy and
     think-token differences to full CHRPO. [] without ablation rows."""
-    pol = {r['model']: r for r in rows if r['mode'] == 'auto' and r['model'] in ABLATIONS}
-    if not set(pol) - {'chrpo'}:
+    policy_rows = [r for r in rows if r['mode'] == 'auto' and r['model'] in ABLATIONS]
+    if not {r['model'] for r in policy_rows} - {'chrpo'}:
         return []
     lines = ['', '## CHRPO ablations (POLICY mode)', '',
              'The same SFT start, steps and seed; one reward term switched off. Differences to full CHRPO are '
              'paired over the same questions (think tokens: where both closed their think), ± 95% half-width.', '']
-    for head, rs in _by_benchmark([r for r in rows if r['mode'] == 'auto' and r['model'] in ABLATIONS], 'ablations'):
+    for head, rs in _by_benchmark(policy_rows, 'ablations'):
         cell = {r['model']: r for r in rs}
         lines += head + ['| variant | think tokens | accuracy % | ActRatio | accuracy vs full (points) '
                          '| think tokens vs full |', '|---|---|---|---|---|---|']
@@ -135,10 +135,8 @@ def write_report(summary_rows, out_path, title='Extra-CoT evaluation', plot_path
                 cells.append('-')
                 continue
             ratio = f" ({r['act_ratio']:.2f})" if r.get('act_ratio') is not None else ''
-            ci = f" ± {100 * r['accuracy_ci95']:.1f}" if r.get('accuracy_ci95') is not None else ''
-            diff = (f" [{100 * r['acc_diff_vs_ref']:+.1f} ± {100 * r['acc_diff_ci95']:.1f}]"
-                    if r.get('acc_diff_ci95') is not None else '')
-            cells.append(f"{_fmt(r.get('think_tokens'), '.0f')} / {100 * r['accuracy']:.1f}{ci}{ratio}{diff}")
+            diff = _diff(r.get('acc_diff_vs_ref'), r.get('acc_diff_ci95'))
+            cells.append(f"{_fmt(r.get('think_tokens'), '.0f')} / {_acc(r)}{ratio}{f' [{diff}]' if diff else ''}")
         lines.append(f'| {_row_label(m, md)} | ' + ' | '.join(cells) + ' |')
     lines += method_table(rows) + ablation_table(rows)  # the --paper rows, when present
     # budget following

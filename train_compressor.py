@@ -111,8 +111,8 @@ def evaluate_classifier(model, examples, device, pad_id, batch=32, ratios=(0.2, 
         pred = score > 0
         for b in range(x.shape[0]):
             lab = y[b] != -100
-            yt, pb, sb = y[b][lab] > 0, pred[b][lab], score[b][lab]  # keep: any positive target
-            key = y[b][lab] == 1
+            target, pb, sb = y[b][lab], pred[b][lab], score[b][lab]
+            yt, key = target > 0, target == 1  # keep: any positive target; key: the full target
             tp += int((pb & yt).sum()); fp += int((pb & ~yt).sum())
             fn += int((~pb & yt).sum()); tn += int((~pb & ~yt).sum())
             n_keep += int(yt.sum()); n_key += int(key.sum())

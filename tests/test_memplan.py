@@ -15,6 +15,7 @@ from torch.utils._pytree import tree_flatten
 import memplan
 from model import Qwen3, Qwen3Config
 from sampler import generate
+from saved_bytes import param_storages, saved_for_backward
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPES = {
@@ -65,16 +66,8 @@ class LiveStorages(TorchDispatchMode):
 
 def measure_forward(model, x, y, mask, autocast):
     """(bytes saved through saved_tensors_hooks, bytes the forward leaves alive), parameters excluded."""
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    saved = {}
-
-    def pack(t):
-        if t.untyped_storage().data_ptr() not in params:
-            saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    live = LiveStorages(ignore=params)
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), live:
+    live = LiveStorages(ignore=param_storages(model))
+    with saved_for_backward(model) as saved, live:
         with torch.autocast('cpu', dtype=torch.bfloat16, enabled=autocast):
             loss = model(x, targets=y, attention_mask=mask)
     gc.collect()

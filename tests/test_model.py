@@ -8,6 +8,7 @@ import transformers
 from safetensors.torch import load_file, save_file
 
 from model import Qwen3, Qwen3Config
+from saved_bytes import saved_for_backward
 
 # GQA ratio 2 with head_dim != hidden/heads (64/4 = 16 but head_dim 24); tied and untied;
 # plus a MHA config (kv heads == heads) with head_dim == hidden/heads
@@ -238,15 +239,7 @@ def test_missing_hub_id_offline_is_clear_error(monkeypatch):
 def _loss_and_grads(model, x, y, mask=None):
     """(loss, {name: grad}, bytes the graph saved for backward outside checkpointed regions)."""
     model.zero_grad(set_to_none=True)
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    saved = {}
-
-    def pack(t):
-        if t.untyped_storage().data_ptr() not in params:
-            saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with saved_for_backward(model) as saved:
         loss = model(x, targets=y, attention_mask=mask)
     loss.backward()
     return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}, sum(saved.values())
