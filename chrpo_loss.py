@@ -12,8 +12,10 @@ Loss per response token t of rollout i, rho = exp(logp_new - logp_old):
     l_t = -min(rho * A_t, clip(rho, 1 - eps_low, 1 + eps_high) * A_t)  [+ kl_coef * k3_t]
     k3_t = exp(logp_ref - logp_new) - (logp_ref - logp_new) - 1     (off by default)
     loss = sum over the global mini-batch of l_t / (its all-reduced token count)
-logp_old is a no-grad pass of the training forward over the same micro-batches before the first
-optimizer step (rho = 1 exactly on the first mini-batch), not the sampler's log-probs: those come
+logp_old is the training forward of the policy that sampled, not the sampler's log-probs. The
+first mini-batch runs before any optimizer step, so its own forward gives logp_old (detached: rho = 1
+exactly, and no extra pass); the later mini-batches get theirs from a no-grad pass of the same
+forward over their micro-batches before the first step. The sampler's log-probs come
 from another computation (KV-cache decode, a bf16 LM head) and only feed the `logp_gap` stat
 (sampler_logp_gap in the metrics). Both sides compute logits in fp32 at the sampling temperature
 (kernels.py; rollouts use top_p = 1, so the behaviour distribution is exactly the tempered softmax
@@ -74,17 +76,26 @@ def token_logprobs(model, head_weight, x, flat_y, temperature, autocast, return_
 
 
 def micro_batch_loss(ddp_model, raw_model, ref_model, rollouts, global_tokens, world, pad_id, device, *,
-                     temperature, eps_low, eps_high, kl_coef, autocast=nullcontext()):
-    """Loss of one micro-batch (rollouts carrying 'logp_old' and 'token_adv'), already divided by
-    the mini-batch's global token count (and multiplied by world size, because DDP averages
-    gradients over ranks). Log-probs at the sampling `temperature` (token_logprobs); the k3 KL
-    to ref_model (None = off) weighs kl_coef. Returns (loss, stats dict of sums)."""
-    x, y, old, adv = pack_rollouts(rollouts, pad_id, device)
+                     temperature, eps_low, eps_high, kl_coef, autocast=nullcontext(), on_policy=False):
+    """Loss of one micro-batch (rollouts carrying 'token_adv', and 'logp_old' unless on_policy),
+    already divided by the mini-batch's global token count (and multiplied by world size, because
+    DDP averages gradients over ranks). on_policy: no optimizer step has run since sampling, so
+    logp_old is this forward's own log-probs, detached (rho = 1 exactly), and is recorded on the
+    rollouts. Log-probs at the sampling `temperature` (token_logprobs); the k3 KL to ref_model
+    (None = off) weighs kl_coef. Returns (loss, stats dict of sums)."""
+    x, y, *per_token = pack_rollouts(rollouts, pad_id, device, keys=('token_adv',) if on_policy else
+                                     ('logp_old', 'token_adv'))
     flat_y = y.flatten()
     logp, entropy = token_logprobs(ddp_model, raw_model.lm_head.weight, x, flat_y, temperature, autocast,
                                    return_entropy=True)
+    stats = {}
+    if on_policy:
+        stats['logp_gap'] = set_old_logprobs(rollouts, logp.detach().view(y.shape))
+        old, adv = logp.detach(), per_token[0].flatten()
+    else:
+        old, adv = per_token[0].flatten(), per_token[1].flatten()
     mask = flat_y != -100
-    loss_tok, clipped = clipped_surrogate(logp, old.flatten(), adv.flatten(), eps_low, eps_high)
+    loss_tok, clipped = clipped_surrogate(logp, old, adv, eps_low, eps_high)
     kl_tok = torch.zeros_like(logp)
     if ref_model is not None:
         with torch.no_grad():
@@ -94,9 +105,9 @@ def micro_batch_loss(ddp_model, raw_model, ref_model, rollouts, global_tokens, w
         loss_tok = loss_tok + kl_coef * kl_tok
     loss = (loss_tok * mask).sum() / global_tokens * world
     m = mask.float()
-    stats = {'tokens': m.sum().item(), 'clipped': (clipped.float() * m).sum().item(),
-             'entropy': (entropy.detach() * m).sum().item(), 'kl_ref': (kl_tok.detach() * m).sum().item(),
-             'approx_kl': ((old.flatten() - logp.detach()) * m).sum().item()}
+    stats.update({'tokens': m.sum().item(), 'clipped': (clipped.float() * m).sum().item(),
+                  'entropy': (entropy.detach() * m).sum().item(), 'kl_ref': (kl_tok.detach() * m).sum().item(),
+                  'approx_kl': ((old - logp.detach()) * m).sum().item()})
     return loss, stats
 
 
@@ -114,26 +125,33 @@ def split_by_tokens(rollouts, max_tokens):
     return micro
 
 
+def set_old_logprobs(rollouts, logp):
+    """Store each rollout's response log-probs (rows of logp [B, T], aligned with pack_rollouts'
+    targets) as r['logp_old']. Returns sum |sampler log-probs - logp_old| (the logp_gap stat)."""
+    gap = 0.0
+    for b, r in enumerate(rollouts):
+        P, R = len(r['prompt_ids']), len(r['tokens'])
+        r['logp_old'] = logp[b, P - 1:P - 1 + R].cpu()
+        if 'logprobs' in r:
+            gap += (torch.as_tensor(r['logprobs'], dtype=torch.float32) - r['logp_old']).abs().sum().item()
+    return gap
+
+
 @torch.no_grad()
 def record_old_logprobs(model, micro_batches, pad_id, device, temperature, autocast):
-    """Set r['logp_old'] on every rollout: the training forward (token_logprobs, no grad) of the
-    policy that sampled, over the micro-batches the update will run, before its first step (so
-    rho = 1 exactly on the first mini-batch). Returns {'logp_gap': sum |sampler logprobs - logp_old|}."""
+    """Set r['logp_old'] on every rollout of these micro-batches: the training forward (token_logprobs,
+    no grad) of the policy that sampled, before the update's first step. Returns {'logp_gap': ...}."""
     gap = 0.0
     for mb in micro_batches:
         x, y = pack_rollouts(mb, pad_id, device, keys=())
-        logp = token_logprobs(model, model.lm_head.weight, x, y.flatten(), temperature, autocast).view(y.shape)
-        for b, r in enumerate(mb):
-            P, R = len(r['prompt_ids']), len(r['tokens'])
-            r['logp_old'] = logp[b, P - 1:P - 1 + R].cpu()
-            if 'logprobs' in r:
-                gap += (torch.as_tensor(r['logprobs'], dtype=torch.float32) - r['logp_old']).abs().sum().item()
+        gap += set_old_logprobs(mb, token_logprobs(model, model.lm_head.weight, x, y.flatten(), temperature,
+                                                   autocast).view(y.shape))
     return {'logp_gap': gap}
 
 
 def policy_update(ddp_model, model, ref_model, optimizer, rollouts, world, pad_id, device, *, mu, micro_batch_tokens,
                   grad_clip, temperature, eps_low, eps_high, kl_coef, autocast=nullcontext()):
-    """logp_old for every rollout (record_old_logprobs), then mu optimizer steps on this rank's
+    """logp_old for every rollout (see the module docstring), then mu optimizer steps on this rank's
     rollouts ('prompt_ids', 'tokens', 'token_adv'), each mini-batch in micro-batches of at most
     micro_batch_tokens padded tokens, grad norm clipped to grad_clip (loss: micro_batch_loss).
     Every rank must call it, even with no rollouts: an empty micro-batch runs a zero-loss pass so
@@ -142,9 +160,10 @@ def policy_update(ddp_model, model, ref_model, optimizer, rollouts, world, pad_i
     model.train()
     rollouts = [rollouts[i] for i in torch.randperm(len(rollouts)).tolist()]
     minis = [split_by_tokens(rollouts[k::mu], micro_batch_tokens) for k in range(mu)]
-    stats.update(record_old_logprobs(model, [mb for micro in minis for mb in micro], pad_id, device, temperature,
+    # logp_old: the first mini-batch takes its own forward's (on_policy); the others need a pass now
+    stats.update(record_old_logprobs(model, [mb for micro in minis[1:] for mb in micro], pad_id, device, temperature,
                                      autocast))
-    for micro in minis:
+    for i, micro in enumerate(minis):
         global_tokens = max(1.0, all_reduce_sum([sum(len(r['tokens']) for mb in micro for r in mb)], device)[0])
         micro = micro or [None]
         for k, mbatch in enumerate(micro):
@@ -157,8 +176,9 @@ def policy_update(ddp_model, model, ref_model, optimizer, rollouts, world, pad_i
                 else:
                     loss, st = micro_batch_loss(ddp_model, model, ref_model, mbatch, global_tokens, world, pad_id,
                                                 device, temperature=temperature, eps_low=eps_low, eps_high=eps_high,
-                                                kl_coef=kl_coef, autocast=autocast)
+                                                kl_coef=kl_coef, autocast=autocast, on_policy=i == 0)
                 loss.backward()
+            stats['logp_gap'] += st.pop('logp_gap', 0.0)
             for key, v in st.items():
                 stats['loss_' + key] += v
         stats['grad_norm'] += float(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip))

@@ -44,7 +44,8 @@ Metrics per (benchmark, model, mode), see `summarize`:
 
 Outputs in out_dir: samples_{model}_{mode}_{benchmark}.jsonl (one line per sample),
 summary.json (a list of rows), report.md (+ report_path if set) and accuracy_vs_ratio.png
-(both written by report.py).
+(both written by report.py); with write_summary=False only the samples files (a run that
+evaluates some rows early, beside other work, for a later run to reuse and summarize).
 Resumable: a finished samples file whose run key matches the current settings is reused;
 an unfinished pair resumes from its per-rank .partial files (chunks of `chunk_items`).
 Distributed: rank r takes items[r::world] (`shard`); rank 0 merges the per-rank files.
@@ -83,6 +84,7 @@ model_modes = {'base': ['base'],  # name -> modes to evaluate ('base'/'none', '0
                'sft': ['base'] + FIXED_MODES + ['auto'],
                'chrpo': ['auto'] + FIXED_MODES}
 optional_models = []  # names whose missing checkpoint is skipped with a message (others: error)
+only_models = []  # non-empty: evaluate just these names of models (with their model_modes), the rest untouched
 tokenizer_path = ''  # '' = the tokenizer saved in each checkpoint folder
 benchmarks = ['synthetic']  # 'synthetic', 'gsm8k', 'math500', 'amc23', a local jsonl, or a hub id
 split = 'test'  # benchmark split
@@ -105,6 +107,8 @@ reference_model = 'base'  # ActRatio denominator: this model's 'base' row
 paired_with = {}  # name -> the model its rows are compared with at the same mode (paired; the --paper tables)
 report_path = ''  # extra copy of report.md (speedrun: out/report.md)
 plot = True  # write accuracy_vs_ratio.png when matplotlib is importable
+write_summary = True  # False: sample and grade into the samples files only (a later run reads them and writes
+                      # summary.json and the report; speedrun --paper evaluates the baseline's rows in its lane)
 
 # -----------------------------------------------------------------------------
 # grading
@@ -581,11 +585,16 @@ def main():
     unknown = [m for m in [*model_modes, *paired_with, *paired_with.values()] if m not in models]
     if unknown:
         raise SystemExit(f'model_modes or paired_with names {unknown} that are not in models {list(models)}')
+    not_models = [m for m in only_models if m not in models]
+    if not_models:
+        raise SystemExit(f'only_models names {not_models} that are not in models {list(models)}')
     settings = {'n': n_samples, 'temperature': temperature, 'top_p': top_p, 'top_k': top_k,
                 'max_new_tokens': max_new_tokens, 'seed': seed, 'system': SYSTEM_PROMPT}
     bench_items = load_benchmarks(benchmarks, split, data_dir, max_items)
     results = {}
     for name, path in models.items():
+        if only_models and name not in only_models:
+            continue
         modes = model_modes.get(name, ['base'])
         for md in modes:
             mode_name(md)  # a typo in a mode fails before any sampling
@@ -615,7 +624,7 @@ def main():
                 if rows is not None:
                     results[(b, name, md)] = rows
         del model
-    if is_main():
+    if is_main() and write_summary:
         print0(write_outputs(results, out_dir, reference_model, plot, report_path, paired_with))
     barrier()
     cleanup_dist()

@@ -25,6 +25,8 @@
 #                   POLICY mode)                     train_sft.py config/tiny_sft.py
 #   chrpo_no_ctrl, chrpo_no_mode, chrpo_no_both   CHRPO without R_ctrl / the ratio-mode term / both,
 #                   from the same SFT start with the same steps and seed   train_chrpo.py config/tiny_chrpo.py
+#   eval_baseline   the tokenskip and sft_ratio rows at 0.2 / 0.4 / 0.8, sampled in the baseline lane
+#                   (samples files only)                 evaluate.py ... --only_models=... --write_summary=False
 #   eval_paper      the extra rows beside the main ones (reused from their sample files) in the same
 #                   out/eval/summary.json, report.md and plot   evaluate.py config/eval_tiny.py config/eval_paper.py
 #
@@ -167,12 +169,21 @@ stage eval $PY evaluate.py config/eval_tiny.py --out_dir=$OUT/eval --data_dir=$D
   "--models={'base': '$OUT/base/ckpt', 'sft': '$OUT/sft/ckpt', 'chrpo': '$OUT/chrpo/ckpt'}" $EVAL_ARGS
 
 if [ "$PAPER" = 1 ]; then
+  # every row of the paper's tables (config/eval_paper.py names them) with this run's checkpoints
+  PAPER_EVAL="$PY evaluate.py config/eval_tiny.py config/eval_paper.py --out_dir=$OUT/eval --data_dir=$D \
+    --report_path=$OUT/report.md"
+  PAPER_MODELS="--models={'base': '$OUT/base/ckpt', 'sft': '$OUT/sft/ckpt', 'chrpo': '$OUT/chrpo/ckpt', \
+'sft_ratio': '$OUT/sft_ratio/ckpt', 'tokenskip': '$OUT/tokenskip/ckpt', 'chrpo_no_ctrl': '$OUT/chrpo_no_ctrl/ckpt', \
+'chrpo_no_mode': '$OUT/chrpo_no_mode/ckpt', 'chrpo_no_both': '$OUT/chrpo_no_both/ckpt'}"
   # two lanes at once, one thread each: the tiny models barely use a second thread (their steps are
-  # dispatch-bound), so two processes on 2 cores take about the time of the longer lane
+  # dispatch-bound), so two processes on 2 cores take about the time of the longer lane. The baseline
+  # lane is the shorter one, so it also samples its six rows (samples files only: eval_paper reuses them)
   baseline_lane() {
     stage tokenskip_data $SFT_DATA config/tiny_tokenskip_data.py --out_path=$D/sft_tokenskip.jsonl $SFT_DATA_ARGS
     stage tokenskip $TORCHRUN train_sft.py config/tiny_sft.py --out_dir=$OUT/tokenskip --init_from=$OUT/base/ckpt \
       --data_path=$D/sft_tokenskip.jsonl --tokenizer_path=$D/tokenizer --resume=True $SFT_ARGS
+    stage eval_baseline $PAPER_EVAL "$PAPER_MODELS" "--only_models=['sft_ratio', 'tokenskip']" \
+      --write_summary=False $EVAL_ARGS
   }
   CHRPO="$PY train_chrpo.py config/tiny_chrpo.py --stage=train --init_from=$OUT/sft/ckpt --rl_path=$D/rl_pool.jsonl \
     --teacher_path=$OUT/teacher/teacher_budgets.jsonl --resume=True"
@@ -186,11 +197,7 @@ if [ "$PAPER" = 1 ]; then
   wait $lane_a || { echo "== the baseline lane failed" >&2; wait $lane_b; exit 1; }
   wait $lane_b || { echo "== the ablation lane failed" >&2; exit 1; }
 
-  stage eval_paper $PY evaluate.py config/eval_tiny.py config/eval_paper.py --out_dir=$OUT/eval --data_dir=$D \
-    --report_path=$OUT/report.md "--models={'base': '$OUT/base/ckpt', 'sft': '$OUT/sft/ckpt', \
-'chrpo': '$OUT/chrpo/ckpt', 'sft_ratio': '$OUT/sft_ratio/ckpt', 'tokenskip': '$OUT/tokenskip/ckpt', \
-'chrpo_no_ctrl': '$OUT/chrpo_no_ctrl/ckpt', 'chrpo_no_mode': '$OUT/chrpo_no_mode/ckpt', \
-'chrpo_no_both': '$OUT/chrpo_no_both/ckpt'}" $EVAL_ARGS
+  stage eval_paper $PAPER_EVAL "$PAPER_MODELS" $EVAL_ARGS
 fi
 
 echo "== all stages done in $(( $(date +%s) - T_START ))s; report: $OUT/report.md"

@@ -79,8 +79,8 @@ def one_update_gradient(micro_batch_tokens, checkpointing=False, monkeypatch=Non
 
 @pytest.mark.parametrize('amp', ['float32', 'bfloat16'])
 def test_first_mini_batch_is_exactly_on_policy(amp, monkeypatch):
-    """The sampler's log-probs (here deliberately off by up to 3 nats) never enter rho: logp_old is a
-    no-grad pass of the training forward, so at the first mini-batch rho = 1 on every token (clip
+    """The sampler's log-probs (here deliberately off by up to 3 nats) never enter rho: logp_old is the
+    training forward (the first mini-batch's own, detached), so at the first mini-batch rho = 1 on every token (clip
     fraction 0, approx-KL 0), under bf16 autocast too. The second mini-batch sees the moved policy."""
     model = tiny_model(seed=1)
     rollouts = random_rollouts(8, seed=5)
@@ -107,6 +107,36 @@ def test_first_mini_batch_is_exactly_on_policy(amp, monkeypatch):
     assert moved > 1e-4  # after one AdamW step the same comparison is no longer trivial
     assert stats['logp_gap'] / stats['loss_tokens'] > 0.5  # the sampler's numbers were that far off
     assert all(isinstance(r['logp_old'], torch.Tensor) and len(r['logp_old']) == len(r['tokens']) for r in rollouts)
+
+
+def test_only_later_mini_batches_pay_a_no_grad_logp_old_pass(monkeypatch):
+    """The first mini-batch's logp_old is its own forward (no optimizer step has run), so the no-grad
+    pass covers exactly the micro-batches of the later mini-batches, each once, before the first step;
+    every micro-batch of every mini-batch then runs once with grad."""
+    model = tiny_model(seed=3)
+    rollouts = random_rollouts(9, seed=4)
+    calls, steps = [], []
+    real = cl.token_logprobs
+
+    def spy(model_, head, x, flat_y, *a, **k):
+        calls.append((len(steps), torch.is_grad_enabled(), tuple(x.shape)))
+        return real(model_, head, x, flat_y, *a, **k)
+
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    real_step = opt.step
+    monkeypatch.setattr(opt, 'step', lambda: steps.append(1) or real_step())
+    monkeypatch.setattr(cl, 'token_logprobs', spy)
+    torch.manual_seed(0)  # policy_update shuffles: recompute its mini-batches from the same permutation
+    order = torch.randperm(len(rollouts)).tolist()
+    minis = [cl.split_by_tokens([rollouts[i] for i in order][k::3], 40) for k in range(3)]
+    torch.manual_seed(0)
+    cl.policy_update(model, model, None, opt, rollouts, 1, 0, 'cpu', mu=3, micro_batch_tokens=40, grad_clip=1.0,
+                     autocast=make_autocast('cpu', 'float32'), **LOSS)
+    no_grad = [shape for k, g, shape in calls if not g]
+    with_grad = [shape for k, g, shape in calls if g]
+    assert all(k == 0 for k, g, _ in calls if not g)  # all before the first optimizer step
+    assert len(no_grad) == len(minis[1]) + len(minis[2]) >= 2
+    assert len(with_grad) == sum(len(m) for m in minis)
 
 
 def test_logp_old_is_in_fp32_even_under_bf16_autocast(monkeypatch):

@@ -14,7 +14,8 @@ from tokenizer import load_tokenizer, qwen3_tokenizer_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STAGES = ['data', 'base', 'compressor', 'sft_ratio', 'teacher', 'policy_data', 'sft', 'chrpo', 'eval']
-PAPER_STAGES = ['tokenskip_data', 'tokenskip', 'chrpo_no_ctrl', 'chrpo_no_mode', 'chrpo_no_both', 'eval_paper']
+PAPER_STAGES = ['tokenskip_data', 'tokenskip', 'eval_baseline', 'chrpo_no_ctrl', 'chrpo_no_mode', 'chrpo_no_both',
+                'eval_paper']
 
 
 def test_smoke_speedrun_writes_report_and_rerun_skips_finished_stages(tmp_path):
@@ -54,6 +55,10 @@ def test_smoke_speedrun_writes_report_and_rerun_skips_finished_stages(tmp_path):
     assert {(m, 'auto') for m in ('chrpo', 'chrpo_no_ctrl', 'chrpo_no_mode', 'chrpo_no_both')} <= pairs
     assert ('base', 'base') in pairs and ('sft', '1.0') in pairs
     assert all((out / 'eval' / name).stat().st_mtime_ns == t for name, t in main_samples.items())  # not resampled
+    # the baseline lane sampled its six rows before its stage ended; eval_paper reused them
+    lane_done = (out / '.stages' / 'eval_baseline').stat().st_mtime_ns
+    lane_rows = [p for m in ('tokenskip', 'sft_ratio') for p in (out / 'eval').glob(f'samples_{m}_*.jsonl')]
+    assert len(lane_rows) == 6 and all(p.stat().st_mtime_ns <= lane_done for p in lane_rows)
     report = (out / 'report.md').read_text()
     assert '## Ours vs a TokenSkip-style compressor' in report and '## CHRPO ablations (POLICY mode)' in report
 
