@@ -6,7 +6,7 @@ our reconstruction, documented here and in rewards.py.
 
     python train_chrpo.py config/tiny_chrpo.py                       # one process (CPU)
     torchrun --standalone --nproc_per_node=8 train_chrpo.py config/qwen3_1p7b_chrpo.py
-    python train_chrpo.py config/tiny_chrpo.py --stage=teacher       # teacher budgets only
+    python train_chrpo.py config/tiny_chrpo.py --stage=teacher --init_from=out/sft_ratio/ckpt  # teacher budgets only
 
 Two phases:
 1. Teacher budgets (cached to `teacher_path`, resumable). The SFT model answers each RL

@@ -1,6 +1,8 @@
-# CHRPO on the embedded default (CPU, minutes): starts from the tiny SFT model (which already
-# saw POLICY warm-up items), labels the RL pool with teacher budgets, then runs the loop.
-#   python train_chrpo.py config/tiny_chrpo.py
+# CHRPO on the embedded default (CPU, minutes), in two runs as speedrun.sh makes them: the teacher
+# budgets come from the mixed-ratio model (the POLICY warm-up items are built from them), the loop
+# starts from the warm-up SFT model (init_from):
+#   python train_chrpo.py config/tiny_chrpo.py --stage=teacher --init_from=out/sft_ratio/ckpt --out_dir=out/teacher
+#   python train_chrpo.py config/tiny_chrpo.py --stage=train
 out_dir = 'out/chrpo'
 init_from = 'out/sft/ckpt'
 rl_path = 'out/data/rl_pool.jsonl'

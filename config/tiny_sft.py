@@ -2,7 +2,7 @@
 # CoTs with budget tokens (build_sft_data.py writes out/data/sft_mixed.jsonl: records with a
 # 'mode'). The POLICY (<COMP_AUTO>) warm-up items come in a later round: config/tiny_sft_policy.py.
 #   torchrun --standalone --nproc_per_node=2 train_sft.py config/tiny_sft.py
-out_dir = 'out/sft'
+out_dir = 'out/sft_ratio'     # the mixed-ratio model; the POLICY warm-up (config/tiny_sft_policy.py) writes out/sft
 init_from = 'out/base/ckpt'
 data_path = 'out/data/sft_mixed.jsonl'
 val_path = ''                 # sft_mixed has no held-out split; evaluate.py measures the result
