@@ -37,6 +37,7 @@ compresses and writes while the others wait (dist_timeout_s bounds that wait).
 import os
 import random
 import time
+from functools import partial
 
 from common import append_jsonl, barrier, cleanup_dist, is_hub_id, is_main, print0, read_jsonl, setup_dist, write_jsonl
 from compressor import compress_batch, load_compressor
@@ -66,6 +67,10 @@ compress_ratios = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]  # ratios each C
 bucket_tol = 0.05                   # realized ratio must be within this of a bucket
 min_cot_tokens = 4                  # fewer reasoning tokens than this = degenerate (too short)
 compress_batch_size = 16            # CoTs per forward pass when compressing
+support_max_score = 3.0             # ours: words scoring in (0, this] (keep minus drop logit) are support (restated
+                                    # actions, trained to p = support_label 0.7, logit 0.85; key tokens to p -> 1,
+                                    # logits ~7) and enter a compression as whole clauses (compressor.group_drop_runs);
+                                    # None = word by word
 sample_batch_size = 64              # rows decoded at once (the whole pool in one batch does not fit at paper scale)
 cuda_graph = True                   # CUDA: graph-captured decode (no effect on CPU)
 dist_timeout_s = 4 * 3600           # process-group timeout: rank 0 builds while the others wait at a barrier
@@ -324,7 +329,7 @@ def main():
             model, tok, samples, rtok, teacher, compress_ratios=compress_ratios, bucket_tol=bucket_tol,
             min_cot_tokens=min_cot_tokens, compress_batch_size=compress_batch_size,
             seed=seed, replay_fraction=replay_fraction, warmup_fraction=warmup_fraction, warmup_mix=warmup_mix,
-            compress=compress_batch if ours else tokenskip.compress_batch)
+            compress=partial(compress_batch, support_max=support_max_score) if ours else tokenskip.compress_batch)
         if not records:
             raise SystemExit(f"build: no usable records ({stats}); the base model at {base_ckpt} answered "
                              f"no question correctly with a closed think, or every question missed a bucket")

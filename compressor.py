@@ -27,7 +27,8 @@ is kept or dropped whole (a digit-by-digit tokenizer would otherwise cut numbers
 scores the mean of its tokens, a plain word its best token ("12." is not sunk by its
 period). Where the classifier drops (best token score <= 0), consecutive plain words up to a
 clause mark merge into one unit scored by its mean (`group_drop_runs`): once the decisive
-words are in, filler is added as whole clauses, never as function words torn out of it.
+words are in, filler is added as whole clauses, never as function words torn out of it;
+with support_max the same holds one level up, for the restated actions between key and filler.
 Units are taken best-first while they bring the kept token count closer to
 target = round(n*g) (round half up), so |kept - target| <= largest unit / 2.
 Kept units stay in their original order; a gap holding a newline stays a newline, any other
@@ -176,28 +177,40 @@ def cot_units(cot, spans):
     return [u for u in units if u[2]]
 
 
-def group_drop_runs(cot, units, scores):
+def group_drop_runs(cot, units, scores, support_max=None):
     """Coarser units where the classifier drops: consecutive plain words whose best token
     scores <= 0 (predicted drop) merge into one unit that ends at a clause mark (. , ; : ? !).
     Why: every filler word has the same label (drop), so the ranking among drop words is arbitrary; selected
     word by word, a budget above the decisive share filled itself with function words torn
     out of filler ("the with the at ..."), which the SFT model then imitated. As whole
-    clauses, filler enters a compressed CoT readable, or not at all. Decisive words and
-    formulas stay units of their own. A merged run is marked is_formula=None (scored by its mean)."""
-    out, run = [], []
+    clauses, filler enters a compressed CoT readable, or not at all.
+    support_max: plain words whose best score is in (0, support_max] (support: the restated
+    actions of graded annotations, trained to support_label, all scoring alike) merge the same
+    way, in runs of their own: a ratio just above the key share then keeps a whole restated
+    action or none of it, not "has 29 She 2 times many pencils,". None = no such grouping (the
+    TokenSkip-style scores have no support class). Formulas and words scoring above support_max
+    (key: equations, the conclusion) stay units of their own. A merged run is marked
+    is_formula=None (scored by its mean)."""
+    out, run, run_kind = [], [], None
 
     def flush():
         if run:
             out.append((run[0][0], run[-1][1], [i for u in run for i in u[2]], None if len(run) > 1 else False))
             run.clear()
     for u in units:
-        if not u[3] and max(scores[i] for i in u[2]) <= 0:
-            run.append(u)
-            if cot[u[1] - 1] in '.,;:?!':
-                flush()
-        else:
+        best = max(scores[i] for i in u[2])
+        kind = None if u[3] else 'drop' if best <= 0 else 'support' if support_max is not None and best <= support_max \
+            else None
+        if kind is None:
             flush()
             out.append(u)
+            continue
+        if kind != run_kind:
+            flush()
+        run.append(u)
+        run_kind = kind
+        if cot[u[1] - 1] in '.,;:?!':
+            flush()
     flush()
     return out
 
@@ -259,11 +272,12 @@ def score_cots(model, tok, pairs, max_len=4096, max_q=512, batch_size=16):
     return results
 
 
-def compress_scored(cot, spans, scores, ratios, rtok):
+def compress_scored(cot, spans, scores, ratios, rtok, support_max=None):
     """One CoT at every ratio from its token scores (score_cots, or another scorer's):
     a list, one per ratio, of dict(text, ratio, realized_ratio, kept_tokens, total_tokens);
-    kept/total count scorer tokens, realized_ratio reasoning-model (rtok) tokens."""
-    units = group_drop_runs(cot, cot_units(cot, spans), scores)
+    kept/total count scorer tokens, realized_ratio reasoning-model (rtok) tokens.
+    support_max: see group_drop_runs."""
+    units = group_drop_runs(cot, cot_units(cot, spans), scores, support_max)
     n_orig = len(rtok.encode(cot.strip()))
     if n_orig == 0:
         raise ValueError(f'compress: empty CoT {cot!r}')
@@ -278,13 +292,13 @@ def compress_scored(cot, spans, scores, ratios, rtok):
     return rows
 
 
-def compress_batch(model, tok, pairs, ratios, reasoning_tok=None, max_len=4096, batch_size=16):
+def compress_batch(model, tok, pairs, ratios, reasoning_tok=None, max_len=4096, batch_size=16, support_max=None):
     """Compress each (question, cot) at every ratio with one scoring pass per CoT.
     Returns, per pair, compress_scored's list (one dict per ratio)."""
-    return [compress_scored(cot, spans, scores, ratios, reasoning_tok or tok)
+    return [compress_scored(cot, spans, scores, ratios, reasoning_tok or tok, support_max)
             for (q, cot), (spans, scores) in zip(pairs, score_cots(model, tok, pairs, max_len, batch_size=batch_size))]
 
 
-def compress(model, tok, question, cot, ratio, reasoning_tok=None):
+def compress(model, tok, question, cot, ratio, reasoning_tok=None, support_max=None):
     """dict(text, realized_ratio, kept_tokens, total_tokens) for one CoT at one ratio."""
-    return compress_batch(model, tok, [(question, cot)], [ratio], reasoning_tok)[0][0]
+    return compress_batch(model, tok, [(question, cot)], [ratio], reasoning_tok, support_max=support_max)[0][0]

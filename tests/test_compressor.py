@@ -247,6 +247,50 @@ def test_filler_enters_a_compression_as_whole_clauses_never_torn_words(tok):
             assert len(present) in (0, len(words)) or clause in out, (g, out)
 
 
+def _torn_clauses(cot, grouped, kept, clauses):
+    """Clauses of which some characters (outside whitespace) were kept but not all."""
+    kept_chars = {c for j in kept for c in range(grouped[j][0], grouped[j][1])}
+    torn = []
+    for clause in clauses:
+        start = cot.index(clause)
+        chars = {start + k for k, ch in enumerate(clause) if not ch.isspace()}
+        if 0 < len(chars & kept_chars) < len(chars):
+            torn.append(clause)
+    return torn
+
+
+def test_support_words_enter_a_compression_as_whole_clauses_with_support_max(tok):
+    # graded scores: key (equations, the conclusion) ~7, support (restated actions) ~0.9 with
+    # arbitrary small differences, filler ~-8. Between the key share and key + support, a budget
+    # keeps whole restated actions or none of them; word by word (support_max=None) it tears them
+    cot = ('Okay, let me think. Mia has 12 apples. She picks up 7 more apples from Sam, 12 + 7 = 19. '
+           'Hmm, right. She gives away 4 of her apples, 19 - 4 = 15. The answer is 15.')
+    support = ['Mia has 12 apples.', 'She picks up 7 more apples from Sam,', 'She gives away 4 of her apples,']
+    key_words = {'The', 'answer', 'is', '15.'}
+    _, spans = cp.token_spans(tok, cot)
+    units = cp.cot_units(cot, spans)
+    support_words = {w for c in support for w in c.split()}
+    scores = [0.0] * len(spans)
+    for k, u in enumerate(units):
+        word = cot[u[0]:u[1]]
+        for i in u[2]:
+            scores[i] = (7.0 if u[3] or word in key_words else
+                         0.9 + 0.01 * ((k * 7) % 5) if word in support_words else -8.0)
+    torn_any = False
+    for g in (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65):
+        for support_max, expect_whole in ((3.0, True), (None, False)):
+            grouped = cp.group_drop_runs(cot, units, scores, support_max)
+            kept, _, _ = cp.select_units(grouped, scores, g)
+            out = cp.render_units(cot, grouped, kept)
+            assert '12 + 7 = 19' in out and '19 - 4 = 15' in out and 'The answer is 15.' in out  # key first
+            torn = _torn_clauses(cot, grouped, kept, support)
+            if expect_whole:
+                assert not torn, (g, out)
+            else:
+                torn_any = torn_any or bool(torn)
+    assert torn_any  # without the support grouping some budget tears a restated action
+
+
 def test_rebucket_takes_nearest_compression_within_tolerance():
     rows = [{'realized_ratio': r} for r in (0.13, 0.23, 0.19, 0.36, 0.5, 0.63, 0.86)]
     b = bs.rebucket(rows, 0.05)
