@@ -9,7 +9,7 @@ val_path = ''                 # sft_mixed has no held-out split; evaluate.py mea
 tokenizer_path = 'out/data/tokenizer'
 default_mode = 'none'         # records carry their own 'mode'
 max_len = 512
-max_iters = 1200              # ~2.8 epochs of the 6780 mixed records; 600 left sft 1.0 at 80.1 (base 89.1),
+max_iters = 1200              # ~2 epochs of the ~9650 mixed records; 600 left sft 1.0 at 80.1 (base 89.1),
                               # 1200 gave 84.7 and lifted chrpo POLICY from 80.3 to 83.0
 batch_size = 16               # per rank; 2 ranks -> 32 examples a step
 global_batch_size = 0         # 0 = batch_size x ranks: no accumulation
