@@ -199,13 +199,13 @@ def group_drop_runs(cot, units, scores, support_max=None):
             run.clear()
     for u in units:
         best = max(scores[i] for i in u[2])
-        kind = None if u[3] else 'drop' if best <= 0 else 'support' if support_max is not None and best <= support_max \
-            else None
-        if kind is None:
+        grouped = not u[3] and (best <= 0 or (support_max is not None and best <= support_max))
+        if not grouped:  # a formula, or a word scoring above the grouped classes: a unit of its own
             flush()
             out.append(u)
             continue
-        if kind != run_kind:
+        kind = 'drop' if best <= 0 else 'support'
+        if kind != run_kind:  # drop and support words never share a unit
             flush()
         run.append(u)
         run_kind = kind

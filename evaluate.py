@@ -582,12 +582,10 @@ def main():
     rank, world, local_rank, dev = setup_dist(device, timeout_s=dist_timeout_s)
     torch_dtype = {'auto': torch.bfloat16 if dev.type == 'cuda' else torch.float32,
                    'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[param_dtype]
-    unknown = [m for m in [*model_modes, *paired_with, *paired_with.values()] if m not in models]
+    unknown = [m for m in [*model_modes, *paired_with, *paired_with.values(), *only_models] if m not in models]
     if unknown:
-        raise SystemExit(f'model_modes or paired_with names {unknown} that are not in models {list(models)}')
-    not_models = [m for m in only_models if m not in models]
-    if not_models:
-        raise SystemExit(f'only_models names {not_models} that are not in models {list(models)}')
+        raise SystemExit(f'model_modes, paired_with or only_models names {unknown} that are not in models '
+                         f'{list(models)}')
     settings = {'n': n_samples, 'temperature': temperature, 'top_p': top_p, 'top_k': top_k,
                 'max_new_tokens': max_new_tokens, 'seed': seed, 'system': SYSTEM_PROMPT}
     bench_items = load_benchmarks(benchmarks, split, data_dir, max_items)
