@@ -84,7 +84,7 @@ if [ "$SMOKE" = 1 ]; then
   BASE_ARGS="$MODEL_ARGS --max_iters=6 --batch_size=4 --eval_interval=0 --ckpt_interval=3 --compile=False"  # 6 steps never pay a compile
   COMP_ARGS="--n_layer=1 --n_embd=32 --n_head=2 --n_kv_head=1 --intermediate_size=64 --max_iters=6 --batch_size=4 --eval_interval=3 --max_train_records=64 --max_val_records=16"
   SFT_DATA_ARGS="--max_questions=12 --max_new_tokens=48 --fallback_gold_cots=True"
-  SFT_ARGS="--max_iters=4 --batch_size=4 --ckpt_interval=2"
+  SFT_ARGS="--max_iters=4 --batch_size=4 --ckpt_interval=2 --compile=False"
   TEACHER_ARGS="--max_rl_questions=6 --teacher_samples=1 --max_new_tokens=32"
   CHRPO_ARGS="--max_rl_questions=6 --max_iters=2 --questions_per_step=2 --group_size=2 --max_new_tokens=32 --ckpt_interval=1"
   EVAL_ARGS="--max_items=4 --max_new_tokens=32"

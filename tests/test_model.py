@@ -178,6 +178,29 @@ def test_loss_path_equals_cross_entropy_of_logits():
     assert model.model.layers[0].mlp.up_proj.weight.grad.abs().sum() > 0
 
 
+def test_loss_through_supervised_rows_only_has_the_full_logits_gradients():
+    # lm_loss sends only rows with a target through the LM head; value and every gradient must
+    # equal float64 cross-entropy over the full logits (ignored rows contribute nothing there)
+    cfg = Qwen3Config(**CONFIGS['gqa_untied_headdim24'], rope_theta=10000.0, max_position_embeddings=256)
+    model = Qwen3(cfg).init_weights(seed=7)
+    ref_model = Qwen3(Qwen3Config(**CONFIGS['gqa_untied_headdim24'], rope_theta=10000.0,
+                                  max_position_embeddings=256)).double()
+    ref_model.load_state_dict({k: v.double() for k, v in model.state_dict().items()})
+    x = torch.randint(0, 301, (3, 10))
+    y = torch.randint(0, 301, (3, 10))
+    y[0, :6] = -100
+    y[2, 3:] = -100  # a padded row
+    model(x, targets=y).backward()
+    torch.nn.functional.cross_entropy(ref_model(x).flatten(0, 1), y.flatten(), ignore_index=-100).backward()
+    for (name, p), q in zip(model.named_parameters(), ref_model.parameters()):
+        assert torch.allclose(p.grad.double(), q.grad, atol=1e-5, rtol=1e-4), name
+    # nothing supervised: a zero loss that still backpropagates (zero gradients), not an error
+    model.zero_grad()
+    loss = model(x, targets=torch.full_like(y, -100))
+    loss.backward()
+    assert loss.item() == 0.0 and model.lm_head.weight.grad.abs().sum() == 0
+
+
 def test_num_params_and_flops_per_token():
     cfg = Qwen3Config(**CONFIGS['gqa_untied_headdim24'], rope_theta=10000.0, max_position_embeddings=256)
     model = Qwen3(cfg)
