@@ -43,9 +43,10 @@ parser.add_argument('--rounds', type=int, default=3, help='interleaved timed rou
 parser.add_argument('--threads', type=int, default=0, help='torch.set_num_threads (0 = leave as is)')
 args = parser.parse_args()
 
-VOCAB = 2048  # the embedded tokenizer's vocabulary is about this size
+VOCAB = 851   # the speedrun's trained BPE with the budget tokens (out/base/ckpt/config.json vocab_size)
 TINY_BASE = dict(vocab_size=VOCAB, hidden_size=128, intermediate_size=384, num_hidden_layers=4,
-                 num_attention_heads=4, num_key_value_heads=2, head_dim=32, max_position_embeddings=2048)
+                 num_attention_heads=4, num_key_value_heads=2, head_dim=32, max_position_embeddings=2048,
+                 tie_word_embeddings=True)  # train_sft.py ties the LM head to the embedding
 BATCH = 16                  # config/tiny_base.py batch_size
 BEFORE_CHUNK_ELEMENTS = 2**23  # kernels.FUSED_CHUNK_ELEMENTS['cpu'] before 2026-11-24 (32 MB of fp32 logits)
 LENGTHS = (150, 420)        # corpus examples are ~150-420 tokens
