@@ -22,7 +22,7 @@ max_iters = 2000              # 1000 steps (unannealed) copied no names and got 
                               # stage inherits the base's accuracy, so it gets most of the speedrun's time
 batch_size = 16               # examples a step (per rank under torchrun)
 compile = True                # compiled blocks + bf16 matmuls (fp32 master weights): bench_train.py 1.63x the eager
-autocast_dtype = 'bfloat16'   # fp32 step of before; this stage 859 -> 756 s against compiled fp32; ~20 s cold compile
+autocast_dtype = 'bfloat16'   # fp32 step of before; this stage 859 -> 756 s against compiled fp32; ~35 s cold compile
 global_batch_size = 0         # 0 = batch_size x ranks (16 in one process, 32 under 2 ranks): no accumulation
 activation_checkpointing = False  # the tiny model's activations are small: no recompute
 learning_rate = 3e-3
