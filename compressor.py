@@ -12,7 +12,7 @@ The classifier (model.py's Qwen3 run bidirectionally, `causal=False`, with a 2-l
 reads  question tokens, <think>, CoT tokens  and predicts keep (1) / drop (0) for every CoT
 token. Question tokens are context only (label -100). A CoT token is labelled keep when its
 char range (whitespace stripped) overlaps a keep span of the annotated corpus. Graded
-annotations (key_spans inside the keep spans: the start value, equations, the conclusion) make the target
+annotations (key_spans inside the keep spans: equations, the conclusion) make the target
 soft: key 1, other kept tokens `support_label` (train_compressor.py), filler 0. The score
 then ranks key > support > filler, and a ratio just under the decisive share cuts
 restatements of the question before it cuts an equation.
@@ -189,7 +189,7 @@ def group_drop_runs(cot, units, scores, support_max=None):
     way, in runs of their own: a ratio just above the key share then keeps a whole restated
     action or none of it, not "has 29 She 2 times many pencils,". None = no such grouping (the
     TokenSkip-style scores have no support class). Formulas and words scoring above support_max
-    (key: the start value, equations, the conclusion) stay units of their own. A merged run is marked
+    (key: equations, the conclusion) stay units of their own. A merged run is marked
     is_formula=None (scored by its mean)."""
     out, run, run_kind = [], [], None
 

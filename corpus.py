@@ -22,14 +22,11 @@ Design of the synthetic corpus (it has to carry the whole CPU speedrun):
 - The verbose CoT wraps the decisive content (the start value, each step's action and its
   equation "12 + 7 = 19" written whole, the conclusion "the answer is 14") in formulaic
   filler: narration, hedges, restatements, re-checks that say "is" instead of "=".
-- keep_spans mark the decisive content; key_spans grade it: the start value, the equations
-  and the conclusion are key, the restated step actions are not (the question holds them).
-  The paper's annotations are fine-grained; a binary label ties an equation with a restated
+- keep_spans mark the decisive content; key_spans grade it: the equations and the conclusion
+  are key, the restated start value and step actions are not (the question holds them). The
+  paper's annotations are fine-grained; a binary label ties an equation with a restated
   action, and at ratios just under the decisive share the compressor then cut equations
-  (89% of 5-step 0.4 targets lost one) while keeping the restatements. The start value is
-  key because it opens the chain: as support, 68% of the 5-step 0.4 targets dropped it, and
-  a compressed CoT that opens on its first equation left the model to find that equation's
-  first number in the question (misread in 9.5% of the hard problems' samples at 0.4).
+  (89% of 5-step 0.4 targets lost one) while keeping the restatements.
 - The knob `filler` is the target share of CoT
   characters spent on filler sentences at difficulty 3; `filler_slope` lowers it by that
   much per extra step, so the kept share grows with difficulty: at ratio 0.2 the easy
@@ -89,10 +86,10 @@ STEP_CONNECTORS = ['Then {s}', 'After that, {s}', 'Next, {s}', 'Later, {s}']
 QUESTION_ENDINGS = ['How many {obj} does {name} have now?', 'How many {obj} does {name} have at the end?',
                     'How many {obj} does {name} have in the end?']
 # decisive sentences: kept parts in [[ ]] or << >>, the rest is glue that is dropped. << >> marks
-# the key parts (the start value, each step's equation, the conclusion): what a reader who has
-# the question cannot rebuild, and where the chain starts. [[ ]] parts restate each step's action.
-START_SENTENCES = ['<<{name} starts with {a} {obj}>>.', '<<{name} has {a} {obj} at the start>>.',
-                   'At first <<{name} has {a} {obj}>>.']
+# the key parts (each step's equation, the conclusion): what a reader who has the question
+# cannot rebuild. [[ ]] parts restate the question (the start value, each step's action).
+START_SENTENCES = ['[[{name} starts with {a} {obj}]].', '[[{name} has {a} {obj} at the start]].',
+                   'At first [[{name} has {a} {obj}]].']
 STEP_SENTENCES = ['[[{S} {phrase}]], so <<{eq}>>.', '[[{S} {phrase}]]: <<{eq}>>.',
                   'Then [[{s} {phrase}]], which gives <<{eq}>>.']
 CONCLUSION_SENTENCES = ['So <<the answer is {ans}>>.', 'Therefore, <<the answer is {ans}>>.',

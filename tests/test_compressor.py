@@ -260,7 +260,7 @@ def _torn_clauses(cot, grouped, kept, clauses):
 
 
 def test_support_words_enter_a_compression_as_whole_clauses_with_support_max(tok):
-    # graded scores: key (start value, equations, conclusion) ~7, support (restated actions) ~0.9 with
+    # graded scores: key (equations, the conclusion) ~7, support (restated actions) ~0.9 with
     # arbitrary small differences, filler ~-8. Between the key share and key + support, a budget
     # keeps whole restated actions or none of them; word by word (support_max=None) it tears them
     cot = ('Okay, let me think. Mia has 12 apples. She picks up 7 more apples from Sam, 12 + 7 = 19. '
