@@ -34,12 +34,14 @@ of the uncached questions (evaluate.shard, as evaluation splits a benchmark), in
 sample_batch_size rows, into its own part of the cache, which rank 0 merges; rank 0 then
 compresses and writes while the others wait (dist_timeout_s bounds that wait).
 """
+import json
 import os
 import random
 import time
 from functools import partial
 
-from common import append_jsonl, barrier, cleanup_dist, is_hub_id, is_main, print0, read_jsonl, setup_dist, write_jsonl
+from common import (append_jsonl, barrier, checkpoint_digest, cleanup_dist, is_hub_id, is_main, print0, read_jsonl,
+                    setup_dist, write_jsonl)
 from compressor import compress_batch, load_compressor
 from data import BUDGETS, answer_text, budget_name, mode_name, parse_response, render_completion
 from evaluate import finished_questions, sample_and_grade, sample_in_chunks, shard
@@ -246,7 +248,8 @@ def sample_base_answers(base, rtok, items, cache_path, base_ckpt, *, n_samples, 
     evaluation splits a benchmark (evaluate.shard), each rank sampling chunk_items at a time into
     its own part file (the cache itself when world = 1; evaluate.sample_in_chunks), which rank 0
     then appends to the cache. A killed build resumes from the cache and the parts."""
-    key = os.path.abspath(base_ckpt)  # the cache's run key: answers of another base model are not reused
+    # the cache's run key: answers of other weights (even at the same path) or settings are not reused
+    key = json.dumps([checkpoint_digest(base_ckpt), n_samples, temperature, top_p, max_new_tokens, seed])
     os.makedirs(os.path.dirname(cache_path) or '.', exist_ok=True)
     if rank == 0:
         finished_questions(cache_path, n_samples, key)  # rank 0 alone drops a torn chunk (rewrites the file)

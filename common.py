@@ -16,6 +16,8 @@ Not run directly. A training script does:
     save_checkpoint(out_dir, model, tokenizer, train_state={'step': step, ...})  # rank 0
 """
 import datetime
+import functools
+import hashlib
 import json
 import os
 import random
@@ -226,6 +228,31 @@ def is_hub_id(name):
     and nothing at that path on disk (a local file or folder always wins)."""
     return (isinstance(name, str) and name.count('/') == 1 and not name.startswith(('.', '/'))
             and not name.endswith('/') and not os.path.exists(name))
+
+
+def checkpoint_digest(path):
+    """16 hex digits of sha1 over a checkpoint folder's weight files and config.json: what decides
+    the samples a model draws. Sample caches keyed by it reuse the answers of the same weights
+    wherever they lie, and never those of a checkpoint retrained in place (a path alone would).
+    Anything that is not a folder (a hub id) is its own key."""
+    if not os.path.isdir(path):
+        return path
+    names = sorted(f for f in os.listdir(path) if f.endswith(('.safetensors', '.bin')) or f == 'config.json')
+    stamp = tuple((f, os.stat(os.path.join(path, f)).st_size, os.stat(os.path.join(path, f)).st_mtime_ns)
+                  for f in names)
+    return _hash_files(os.path.abspath(path), stamp)
+
+
+@functools.cache
+def _hash_files(folder, stamp):
+    """sha1 of the files named in stamp, read once per (folder, names, sizes, mtimes)."""
+    h = hashlib.sha1()
+    for name, _, _ in stamp:
+        h.update(name.encode())
+        with open(os.path.join(folder, name), 'rb') as f:
+            for block in iter(lambda: f.read(1 << 22), b''):
+                h.update(block)
+    return h.hexdigest()[:16]
 
 
 def find_checkpoint(out_dir):

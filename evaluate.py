@@ -68,8 +68,8 @@ import torch
 import memplan
 import sampler
 from benchmarks import load_benchmark
-from common import (append_jsonl, atomic_write_json, atomic_write_text, barrier, cleanup_dist, find_checkpoint,
-                    is_hub_id, is_main, print0, read_jsonl, read_jsonl_tolerant, setup_dist, write_jsonl)
+from common import (append_jsonl, atomic_write_json, atomic_write_text, barrier, checkpoint_digest, cleanup_dist,
+                    find_checkpoint, is_hub_id, is_main, print0, read_jsonl, read_jsonl_tolerant, setup_dist, write_jsonl)
 from data import FIXED_MODES, SYSTEM_PROMPT, budget_name, mode_name, parse_response, render_prompt
 from grading import extract_answer, find_boxed, is_equiv
 from model import Qwen3
@@ -423,8 +423,9 @@ def samples_path(out_dir, model_name, mode, bench):
 
 def run_key(ckpt, bench, mode, items, settings):
     """Hash of everything that decides a (model, mode, benchmark) file's content: reuse a
-    file only when it matches (a changed max_new_tokens or checkpoint recomputes)."""
-    ident = json.dumps([os.path.abspath(ckpt) if os.path.exists(ckpt) else ckpt, bench, mode_name(mode),
+    file only when it matches (a changed max_new_tokens, or other weights, even at the same
+    path, recompute; common.checkpoint_digest)."""
+    ident = json.dumps([checkpoint_digest(ckpt), bench, mode_name(mode),
                         [str(it['id']) for it in items], settings], sort_keys=True)
     return hashlib.sha1(ident.encode()).hexdigest()[:16]
 

@@ -356,6 +356,23 @@ def test_build_samples_only_uncached_questions_seeded_by_their_position(tmp_path
     calls.clear()
     bs.sample_base_answers(None, None, items[:1], cache, 'base_b', **kw)  # another base model: nothing reused
     assert calls == [(['q0'], 100)]
+    calls.clear()
+    bs.sample_base_answers(None, None, items[:1], cache, 'base_a', **dict(kw, temperature=0.7))  # other settings
+    assert calls == [(['q0'], 100)]
+    # a checkpoint folder is known by its weights: retrained in place it is sampled again,
+    # the same weights in another folder are not
+    ckpt, copy = tmp_path / 'ckpt', tmp_path / 'copy'
+    for folder in (ckpt, copy):
+        folder.mkdir()
+        (folder / 'model.safetensors').write_bytes(b'weights v1')
+    calls.clear()
+    bs.sample_base_answers(None, None, items[:1], cache, str(ckpt), **kw)
+    bs.sample_base_answers(None, None, items[:1], cache, str(copy), **kw)
+    assert calls == [(['q0'], 100)]
+    (ckpt / 'model.safetensors').write_bytes(b'weights v2')
+    calls.clear()
+    bs.sample_base_answers(None, None, items[:1], cache, str(ckpt), **kw)
+    assert calls == [(['q0'], 100)]
 
 
 def test_build_records_fill_every_bucket_and_split_full_ratio(tok):

@@ -283,9 +283,17 @@ def test_end_to_end_writes_samples_summary_report_and_resumes(corpus_and_tok, tm
     except ImportError:
         pass
     # a re-run reuses every finished (model, mode): no sampling at all
+    real = evaluate.sample_and_grade
     monkeypatch.setattr(evaluate, 'sample_and_grade', lambda *a, **k: pytest.fail('re-sampled a finished pair'))
     evaluate.main()
     assert json.loads((out / 'summary.json').read_text()) == summary
+    # base retrained in place (other weights, same path): its pair is sampled again, the others reused
+    tiny_checkpoint(tmp_path / 'base', tok, 3)
+    sampled = []
+    monkeypatch.setattr(evaluate, 'sample_and_grade', lambda m, t, items, mode, *a, **k: sampled.append(mode)
+                        or real(m, t, items, mode, *a, **k))
+    evaluate.main()
+    assert sampled and set(sampled) == {'base'}  # its chunks only; sft's two pairs came from their files
 
 
 def test_killed_run_resumes_from_partial_file(corpus_and_tok, tmp_path, monkeypatch):
