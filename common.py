@@ -234,12 +234,13 @@ def checkpoint_digest(path):
     """16 hex digits of sha1 over a checkpoint folder's weight files and config.json: what decides
     the samples a model draws. Sample caches keyed by it reuse the answers of the same weights
     wherever they lie, and never those of a checkpoint retrained in place (a path alone would).
-    Anything that is not a folder (a hub id) is its own key."""
-    if not os.path.isdir(path):
-        return path
-    names = sorted(f for f in os.listdir(path) if f.endswith(('.safetensors', '.bin')) or f == 'config.json')
-    stamp = tuple((f, os.stat(os.path.join(path, f)).st_size, os.stat(os.path.join(path, f)).st_mtime_ns)
-                  for f in names)
+    Anything that is not a folder holding weight files (a hub id) is keyed by its path."""
+    files = sorted(os.listdir(path)) if os.path.isdir(path) else []
+    if not any(f.endswith(('.safetensors', '.bin')) for f in files):
+        return os.path.abspath(path) if os.path.exists(path) else path
+    stamp = tuple((f, st.st_size, st.st_mtime_ns) for f in files
+                  if f.endswith(('.safetensors', '.bin')) or f == 'config.json'
+                  for st in [os.stat(os.path.join(path, f))])
     return _hash_files(os.path.abspath(path), stamp)
 
 

@@ -69,7 +69,8 @@ import memplan
 import sampler
 from benchmarks import load_benchmark
 from common import (append_jsonl, atomic_write_json, atomic_write_text, barrier, checkpoint_digest, cleanup_dist,
-                    find_checkpoint, is_hub_id, is_main, print0, read_jsonl, read_jsonl_tolerant, setup_dist, write_jsonl)
+                    find_checkpoint, is_hub_id, is_main, print0, read_jsonl, read_jsonl_tolerant, setup_dist,
+                    write_jsonl)
 from data import FIXED_MODES, SYSTEM_PROMPT, budget_name, mode_name, parse_response, render_prompt
 from grading import extract_answer, find_boxed, is_equiv
 from model import Qwen3
