@@ -50,6 +50,7 @@ n_train, n_val, n_test, n_sft_pool, n_rl_pool = 20000, 500, 300, 2000, 1000  # s
 min_steps, max_steps = 1, 5  # difficulty range (number of steps), balanced
 filler = 0.72               # target filler share of CoT chars at difficulty 3
 filler_slope = 0.08         # filler share drops by this per extra step
+bare_step_share = 0.0       # chance a step is written as its bare equation (BARE_STEP_SENTENCES)
 max_value = 99              # every intermediate value is in [1, max_value]
 max_operand = 20            # largest number added or subtracted in one step
 vocab_size = 2048           # tokenizer size including the 11 special tokens
@@ -92,6 +93,11 @@ START_SENTENCES = ['[[{name} starts with {a} {obj}]].', '[[{name} has {a} {obj} 
                    'At first [[{name} has {a} {obj}]].']
 STEP_SENTENCES = ['[[{S} {phrase}]], so <<{eq}>>.', '[[{S} {phrase}]]: <<{eq}>>.',
                   'Then [[{s} {phrase}]], which gives <<{eq}>>.']
+# a bare step states only its equation (the reader takes the action from the question). Without
+# them the tiny model learned to compute a step's result from its restated action, not from
+# "a op b =": teacher-forced on correct compressed CoTs, an equation whose action the compressor
+# had dropped came out wrong 22% of the time against 3% with the action kept
+BARE_STEP_SENTENCES = ['<<{eq}>>.', 'Then <<{eq}>>.', 'Next, <<{eq}>>.']
 CONCLUSION_SENTENCES = ['So <<the answer is {ans}>>.', 'Therefore, <<the answer is {ans}>>.',
                         'That means <<the answer is {ans}>>.']
 # filler pools per slot (never an "=" sign: equations only live in kept spans)
@@ -160,8 +166,11 @@ def _sample_steps(rng, d, max_value, max_operand):
             return steps
 
 
-def make_problem(rng, d, filler=0.68, filler_slope=0.04, max_value=99, max_operand=20):
-    """One annotated problem with d steps: dict(question, cot, answer, keep_spans, difficulty)."""
+def make_problem(rng, d, filler=0.68, filler_slope=0.04, max_value=99, max_operand=20, bare_step_share=0.0):
+    """One annotated problem with d steps: dict(question, cot, answer, keep_spans, difficulty).
+    bare_step_share: the chance that a step is written as its bare equation (BARE_STEP_SENTENCES);
+    drawn from a stream seeded by the question, so the questions (and the main stream) do not
+    depend on it."""
     (name, s), obj = rng.choice(NAMES), rng.choice(OBJECTS)
     pos = 'her' if s == 'she' else 'his'
     others = [n for n, _ in NAMES if n != name]
@@ -182,11 +191,15 @@ def make_problem(rng, d, filler=0.68, filler_slope=0.04, max_value=99, max_opera
 
     # CoT skeleton: slots in reading order, each a list of (sentence, spans, is_filler)
     fmt = dict(name=name, s=s, obj=obj)
+    bare_rng = random.Random(question)
     slots = [[], [_fill_marked(rng.choice(START_SENTENCES), a=start, **fmt)]]  # intro fillers, start value
     filler_slots = {0: rng.sample(INTRO_FILLERS, 4)}
     for i, ((op, b, x, z), phrase) in enumerate(zip(steps, phrases)):
         eq = f"{x} {OP_SYMBOL[op]} {b} = {z}"
-        sent = _fill_marked(rng.choice(STEP_SENTENCES), S=s.capitalize(), s=s, phrase=phrase, eq=eq)
+        template = rng.choice(STEP_SENTENCES)
+        if bare_rng.random() < bare_step_share:
+            template = bare_rng.choice(BARE_STEP_SENTENCES)
+        sent = _fill_marked(template, S=s.capitalize(), s=s, phrase=phrase, eq=eq)
         pre, post = len(slots), len(slots) + 2
         slots += [[], [sent], []]
         vals = dict(x=x, y=b, z=z, opw=OP_WORD[op], **fmt)
@@ -305,7 +318,8 @@ def build_corpus(out_dir=DEFAULT_DATA_DIR, seed=1337, sizes=None, vocab_size=204
 def main():
     sizes = {'test': n_test, 'val': n_val, 'sft_pool': n_sft_pool, 'rl_pool': n_rl_pool, 'train': n_train}
     build_corpus(out_dir, seed, sizes, vocab_size, tokenizer_docs, min_steps=min_steps, max_steps=max_steps,
-                 filler=filler, filler_slope=filler_slope, max_value=max_value, max_operand=max_operand)
+                 filler=filler, filler_slope=filler_slope, max_value=max_value, max_operand=max_operand,
+                 bare_step_share=bare_step_share)
 
 
 if __name__ == '__main__':

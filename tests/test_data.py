@@ -132,6 +132,31 @@ def test_key_spans_are_exactly_the_equations_and_the_conclusion(built):
         assert sum(b - a for a, b in r['keep_spans']) > sum(b - a for a, b in r['key_spans'])
 
 
+def test_bare_step_share_writes_that_share_of_steps_as_bare_equations_and_moves_no_question():
+    def step_kinds(corpus):
+        bare = with_action = 0
+        for r in corpus['train']:
+            for m in EQUATION_RE.finditer(r['cot']):
+                before = r['cot'][:m.start()].rstrip()
+                # an action sentence leads into its equation with ', so' / ':' / 'which gives'
+                if before.endswith(('so', ':', 'gives')):
+                    with_action += 1
+                else:
+                    assert before == '' or before.endswith(('.', 'Then', 'Next,')), (r['id'], before[-30:])
+                    bare += 1
+        return bare, with_action
+
+    plain = generate_corpus({'test': 20, 'train': 300}, seed=5)
+    half = generate_corpus({'test': 20, 'train': 300}, seed=5, bare_step_share=0.5)
+    assert [r['question'] for s in plain for r in plain[s]] == [r['question'] for s in half for r in half[s]]
+    assert step_kinds(plain)[0] == 0
+    bare, with_action = step_kinds(half)
+    assert 0.42 < bare / (bare + with_action) < 0.58  # ~900 steps: the share within 3 standard errors
+    for r in half['train']:  # a bare equation is still a key span, and the only kept text of its step
+        check_annotated(r, r['id'])
+        assert [r['cot'][a:b] for a, b in r['key_spans']] == EQUATION_RE.findall(r['cot']) + [f"the answer is {r['answer']}"]
+
+
 def test_key_spans_must_lie_inside_keep_spans():
     rec = {'id': 'k1', 'question': 'q', 'cot': 'so 1 + 1 = 2 ok', 'answer': '2', 'keep_spans': [[3, 12]],
            'key_spans': [[3, 12]]}
