@@ -27,6 +27,10 @@ Design of the synthetic corpus (it has to carry the whole CPU speedrun):
   paper's annotations are fine-grained; a binary label ties an equation with a restated
   action, and at ratios just under the decisive share the compressor then cut equations
   (89% of 5-step 0.4 targets lost one) while keeping the restatements.
+- A share of the steps (`bare_step_share`) is written as the bare equation, without its
+  restated action ("Then 26 - 5 = 21."). With every action restated the tiny model learned
+  to read a step's result off the action, and compressed CoTs, which drop actions first, came
+  out with wrong arithmetic (README, Choices: bare steps).
 - The knob `filler` is the target share of CoT
   characters spent on filler sentences at difficulty 3; `filler_slope` lowers it by that
   much per extra step, so the kept share grows with difficulty: at ratio 0.2 the easy
