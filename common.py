@@ -236,11 +236,10 @@ def checkpoint_digest(path):
     wherever they lie, and never those of a checkpoint retrained in place (a path alone would).
     Anything that is not a folder holding weight files (a hub id) is keyed by its path."""
     files = sorted(os.listdir(path)) if os.path.isdir(path) else []
-    if not any(f.endswith(('.safetensors', '.bin')) for f in files):
+    hashed = [f for f in files if f.endswith(('.safetensors', '.bin')) or f == 'config.json']
+    if hashed in ([], ['config.json']):  # no weight files
         return os.path.abspath(path) if os.path.exists(path) else path
-    stamp = tuple((f, st.st_size, st.st_mtime_ns) for f in files
-                  if f.endswith(('.safetensors', '.bin')) or f == 'config.json'
-                  for st in [os.stat(os.path.join(path, f))])
+    stamp = tuple((f, st.st_size, st.st_mtime_ns) for f in hashed for st in [os.stat(os.path.join(path, f))])
     return _hash_files(os.path.abspath(path), stamp)
 
 

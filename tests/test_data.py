@@ -121,11 +121,15 @@ def test_keep_spans_valid_and_every_equation_kept_whole(built):
             assert any(r['cot'][a:b] == conclusion for a, b in r['keep_spans'])
 
 
+def key_texts_are_the_equations_and_the_conclusion(r):
+    """Independent reference: the written equations and the conclusion, in text order."""
+    key_texts = [r['cot'][a:b] for a, b in r['key_spans']]
+    return key_texts == EQUATION_RE.findall(r['cot']) + [f"the answer is {r['answer']}"]
+
+
 def test_key_spans_are_exactly_the_equations_and_the_conclusion(built):
     for r in built[1]['train'] + built[1]['test']:
-        key_texts = [r['cot'][a:b] for a, b in r['key_spans']]
-        # independent reference: the written equations and the conclusion, in text order
-        assert key_texts == EQUATION_RE.findall(r['cot']) + [f"the answer is {r['answer']}"], r['id']
+        assert key_texts_are_the_equations_and_the_conclusion(r), r['id']
         for a, b in r['key_spans']:  # graded: every key span lies inside one keep span
             assert any(ka <= a and b <= kb for ka, kb in r['keep_spans'])
         # and some kept text is not key (the restated start value and step actions)
@@ -154,7 +158,7 @@ def test_bare_step_share_writes_that_share_of_steps_as_bare_equations_and_moves_
     assert 0.42 < bare / (bare + with_action) < 0.58  # ~900 steps: the share within 3 standard errors
     for r in half['train']:  # a bare equation is still a key span, and the only kept text of its step
         check_annotated(r, r['id'])
-        assert [r['cot'][a:b] for a, b in r['key_spans']] == EQUATION_RE.findall(r['cot']) + [f"the answer is {r['answer']}"]
+        assert key_texts_are_the_equations_and_the_conclusion(r), r['id']
 
 
 def test_key_spans_must_lie_inside_keep_spans():
