@@ -283,3 +283,48 @@ def pad_batch(examples, pad_id, max_len=None):
     return x, y
 
 
+
+
+# -----------------------------------------------------------------------------
+# result digits: the tokens that carry a CoT's arithmetic
+
+TOKEN_OTHER, TOKEN_DIGIT, TOKEN_SPACE, TOKEN_EQUALS = 0, 1, 2, 3
+MAX_RESULT_DIGITS = 8  # a result longer than this is weighted on its first 8 digits only
+
+
+def token_classes(tok):
+    """[V] int8: per token id, whether it decodes to one digit, to whitespace only, to '='
+    (spaces around it allowed), or to anything else. Qwen's pre-tokenizer writes numbers one digit
+    a token, so " 27 + 11 = 38." is [' ', '2', '7', ' +', ' ', '1', '1', ' =', ' ', '3', '8', '.']."""
+    classes = torch.zeros(len(tok), dtype=torch.int8)
+    for i in range(len(tok)):
+        s = tok.decode([i])
+        if len(s) == 1 and s.isdigit():
+            classes[i] = TOKEN_DIGIT
+        elif s and s.isspace():
+            classes[i] = TOKEN_SPACE
+        elif s.strip() == '=':
+            classes[i] = TOKEN_EQUALS
+    return classes
+
+
+def result_digit_weights(x, y, classes, weight):
+    """[B, T] float target weights for a padded batch (x, y from pad_batch): `weight` where the target
+    y[t] is a digit of a result, i.e. of the number right after '=' ("a op b = c": the digits of c),
+    1 elsewhere. The chain before y[t] is x[t], x[t-1], ...: '=', an optional space, then the
+    result's earlier digits. Padding targets (-100) get 1, and lm_loss skips them anyway."""
+    cls_x = classes[x.clamp(min=0)]
+    cls_y = torch.where(y >= 0, classes[y.clamp(min=0)], TOKEN_OTHER)
+
+    def shifted(c, k):  # c[t - k], with TOKEN_OTHER before the start
+        return torch.cat([torch.full_like(c[:, :k], TOKEN_OTHER), c[:, :-k]], 1) if k else c
+
+    # after_equals[t]: the result starts right after x[t] ('=' or '= ')
+    after_equals = (cls_x == TOKEN_EQUALS) | ((cls_x == TOKEN_SPACE) & (shifted(cls_x, 1) == TOKEN_EQUALS))
+    in_result = after_equals.clone()
+    digits_so_far = torch.ones_like(after_equals)
+    for k in range(1, MAX_RESULT_DIGITS):  # x[t-k+1..t] are digits and the result starts after x[t-k]
+        digits_so_far = digits_so_far & (shifted(cls_x, k - 1) == TOKEN_DIGIT)
+        in_result = in_result | (digits_so_far & shifted(after_equals, k))
+    is_result = in_result & (cls_y == TOKEN_DIGIT)
+    return torch.where(is_result, float(weight), 1.0)

@@ -333,12 +333,13 @@ class Qwen3(nn.Module):
         return ctx
 
     def forward(self, input_ids, targets=None, kv_cache=None, input_pos=None, attention_mask=None,
-                return_hidden=False):
+                return_hidden=False, target_weights=None):
         """Logits [B, T, V] (or [B, T, num_labels] for the classifier). With `targets` [B, T]
         (already shifted, -100 = ignore) returns the mean cross-entropy instead, computed in
         chunks through the LM head so the [B*T, V] fp32 logits are never all alive at once.
         `return_hidden=True` returns self.hidden(...) (the RL loss goes through DDP's forward
-        this way and applies the LM head itself, fused with the log-prob kernel)."""
+        this way and applies the LM head itself, fused with the log-prob kernel). `target_weights`
+        [B, T] (optional) weighs each target's term; the sum is still divided by the target count."""
         h = self.hidden(input_ids, kv_cache, input_pos, attention_mask)
         if return_hidden:
             return h
@@ -349,7 +350,7 @@ class Qwen3(nn.Module):
             return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
         if targets is None:
             return self.lm_head(h)
-        return lm_loss(h, self.lm_head.weight, targets)
+        return lm_loss(h, self.lm_head.weight, targets, target_weights)
 
     def compile_blocks(self, backend='inductor'):
         """torch.compile each transformer block in place (dynamic shapes: training batches vary in
@@ -580,16 +581,20 @@ class Qwen3(nn.Module):
 # helpers
 
 
-def lm_loss(hidden, weight, targets):
+def lm_loss(hidden, weight, targets, target_weights=None):
     """Mean next-token cross-entropy over targets != -100 through the LM head:
     CE = logsumexp(h W^T) - (h W^T)[target], by kernels.py's fused log-probs (token chunks, never
     the full [N, V] logits; backward recomputes each chunk in the forward's dtype). Only the
     supervised rows go through the head: prompts and padding are ~1/4 of an SFT batch's
-    positions, and their logits would cost the head's matmuls and softmax passes for a zero term."""
+    positions, and their logits would cost the head's matmuls and softmax passes for a zero term.
+    With target_weights w: sum_i w_i CE_i / N (N = the target count, so w = 1 is the plain mean)."""
     t = targets.flatten()
     keep = (t != -100).nonzero().squeeze(1)  # none kept: a zero loss, zero gradients (DDP sees every weight)
     h = hidden.flatten(0, 1).index_select(0, keep)
-    return -fused_linear_token_logprobs(h, weight, t.index_select(0, keep)).sum() / max(keep.numel(), 1)
+    token_logprobs = fused_linear_token_logprobs(h, weight, t.index_select(0, keep))
+    if target_weights is not None:
+        token_logprobs = token_logprobs * target_weights.flatten().index_select(0, keep).to(token_logprobs.dtype)
+    return -token_logprobs.sum() / max(keep.numel(), 1)
 
 
 def trained_vocab_size(model_dir, default):

@@ -58,7 +58,7 @@ from common import (all_reduce_sum, append_jsonl, barrier, cleanup_dist, epoch_p
                     is_main, iter_jsonl, load_train_state, print0, read_jsonl_tolerant, rng_state,
                     save_checkpoint, seed_everything, set_rng_state, setup_dist, write_jsonl)
 from configurator import config_snapshot
-from data import pad_batch, record_to_sft_example
+from data import pad_batch, record_to_sft_example, result_digit_weights, token_classes
 from tokenizer import load_tokenizer
 from model import Qwen3, Qwen3Config, resolve_model_dir, trained_vocab_size
 from optim import DTYPES, adamw, autocast_dtype as resolve_autocast_dtype, lr_at, make_autocast
@@ -74,6 +74,7 @@ val_path = 'out/data/val.jsonl'         # validation records ('' = no validation
 tokenizer_path = 'out/data/tokenizer'   # tokenizer.load_tokenizer path (adds the budget tokens)
 default_mode = 'none'          # budget mode for records without a 'mode' field
 max_len = 512                  # examples longer than this many tokens are truncated (counted)
+result_digit_weight = 1.0      # loss weight of the digits right after '=' (a CoT's computed results); 1 = plain CE
 # model size when init_from == 'scratch' (vocab comes from the tokenizer)
 n_layer = 4                    # transformer blocks
 n_embd = 256                   # hidden size
@@ -336,11 +337,12 @@ def train_log_row(step, lr, sums, elapsed, device, world, flops_per_token, peak_
     return row
 
 
-def accumulate_gradients(model, micro, n_global, world, fsdp, autocast):
+def accumulate_gradients(model, micro, n_global, world, fsdp, autocast, classes=None, result_weight=1.0):
     """Forward and backward of one step's micro-batches [(x, y, n_tokens)] on this rank, each
     mean loss weighted by its share of the N_global supervised tokens of the step, so the
-    gradients sum to those of the global token mean. Returns the CE summed over this rank's
-    supervised tokens."""
+    gradients sum to those of the global token mean. With `classes` (data.token_classes), each
+    result digit's CE counts result_weight times. Returns the (weighted) CE summed over this
+    rank's supervised tokens."""
     step_loss = 0.0
     for k, (x, y, _) in enumerate(micro):
         last_micro = k == len(micro) - 1
@@ -349,9 +351,10 @@ def accumulate_gradients(model, micro, n_global, world, fsdp, autocast):
         if fsdp:
             model.set_requires_gradient_sync(last_micro)
         n_valid = (y != -100).sum().item()
+        weights = result_digit_weights(x, y, classes, result_weight) if classes is not None else None
         with sync_ctx:
             with autocast:
-                loss = model(x, targets=y)
+                loss = model(x, targets=y, target_weights=weights)
             # DDP / FSDP average gradients over ranks, so scale by world: the sum over ranks and
             # micro-batches of mean_k * n_k / N_global is the global token mean
             scaled = loss * (n_valid * world / max(n_global, 1.0))
@@ -377,6 +380,7 @@ def main():
            f'x {world} ranks; autocast {amp}')
     train_config = config_snapshot(globals())
     train_config['max_iters'] = n_iters
+    classes = token_classes(tok) if result_digit_weight != 1.0 else None  # digit / space / '=' per token id
 
     # ---- model, memory plan, state (resume beats init_from)
     ckpt = find_checkpoint(out_dir) if resume else None
@@ -425,7 +429,7 @@ def main():
                  for k in range(accum)]
         n_local = sum((y != -100).sum().item() for _, y, _ in micro)
         n_global = all_reduce_sum([n_local], device)[0]
-        sums[0] += accumulate_gradients(model, micro, n_global, world, fsdp, autocast)
+        sums[0] += accumulate_gradients(model, micro, n_global, world, fsdp, autocast, classes, result_digit_weight)
         sums[1] += sum(n_tok for _, _, n_tok in micro)
         sums[2] += n_local
         if grad_clip > 0:

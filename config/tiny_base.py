@@ -21,6 +21,8 @@ intermediate = 384
 max_iters = 2000              # 1000 steps (unannealed) copied no names and got 31% right at T=0.3: every later
                               # stage inherits the base's accuracy, so it gets most of the speedrun's time
 batch_size = 16               # examples a step (per rank under torchrun)
+result_digit_weight = 5.0     # each digit of a computed result ("= c") counts 5x in the loss: seed 2's base wrote
+                              # 5.3% of its equations wrong at 1.0 (mostly carries, c off by 10) and 1.2% at 5.0
 compile = True                # compiled blocks + bf16 matmuls (fp32 master weights): bench_train.py 1.63x the eager
 autocast_dtype = 'bfloat16'   # fp32 step of before; this stage 859 -> 756 s against compiled fp32; ~35 s cold compile
 global_batch_size = 0         # 0 = batch_size x ranks (16 in one process, 32 under 2 ranks): no accumulation

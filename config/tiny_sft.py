@@ -14,6 +14,7 @@ max_iters = 1200              # ~2 epochs of the ~9650 mixed records; 600 left s
 batch_size = 16               # per rank; 2 ranks -> 32 examples a step
 global_batch_size = 0         # 0 = batch_size x ranks: no accumulation
 activation_checkpointing = False
+result_digit_weight = 5.0     # as config/tiny_base.py: compressed modes must compute "a op b =" with less context
 compile = True                # compiled blocks + bf16 autocast, as config/tiny_base.py (mixed-ratio SFT: 465 -> 381 s);
 autocast_dtype = 'bfloat16'   # the inductor cache is warm from the base stage's compile
 learning_rate = 1e-3          # lower than from scratch; 3e-4 (tried) was worse: the modes blurred (1.0 wrote

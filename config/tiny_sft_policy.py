@@ -12,6 +12,7 @@ max_len = 512
 max_iters = 150
 batch_size = 16               # per rank
 activation_checkpointing = False
+result_digit_weight = 5.0     # as config/tiny_base.py and config/tiny_sft.py
 compile = True                # compiled blocks + bf16 autocast, as config/tiny_sft.py; the inductor
 autocast_dtype = 'bfloat16'   # cache is warm from the earlier stages (its first 10 steps: 9 s)
 learning_rate = 5e-4          # a short continuation: half the mixed-ratio SFT lr

@@ -217,6 +217,23 @@ def test_digits_are_single_tokens(built):
     assert digit_tokens == list('1234567')
 
 
+def test_result_digit_weights_fall_on_exactly_the_digits_after_equals(built):
+    # reference: the char spans of "= c" results found by a regex, mapped to tokens by their offsets
+    tok = built[2]
+    texts = [r['cot'] for r in built[1]['train'][:40]] + ['x =5, 1,200 = 7 and 3 + 4 = 12345678 = y', '= 9']
+    classes = data.token_classes(tok)
+    for text in texts:
+        ids, offsets = tok.encode_with_offsets(text)
+        spans = [m.span(1) for m in re.finditer(r'= ?(\d+)', text)]
+        expected = [any(a <= s and e <= b for a, b in spans) for s, e in offsets[1:]]
+        x, y = torch.tensor([ids[:-1]]), torch.tensor([ids[1:]])
+        w = data.result_digit_weights(x, y, classes, 4.0)[0]
+        assert w.tolist() == [4.0 if hit else 1.0 for hit in expected], text
+    assert w[-1] == 4.0  # '= 9': the 9 is a result
+    y[0, -1] = -100  # an ignored target: weight 1, whatever came before it
+    assert data.result_digit_weights(x, y, classes, 4.0)[0, -1] == 1.0
+
+
 def test_special_and_budget_tokens_are_single_ids(built):
     tok = built[2]
     for t in SPECIAL_TOKENS:

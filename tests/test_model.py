@@ -201,6 +201,32 @@ def test_loss_through_supervised_rows_only_has_the_full_logits_gradients():
     assert loss.item() == 0.0 and model.lm_head.weight.grad.abs().sum() == 0
 
 
+def test_weighted_loss_is_the_weighted_float64_cross_entropy_over_the_target_count():
+    # lm_loss with target_weights w: sum_i w_i CE_i / N over the N supervised targets, value and
+    # gradients against float64 cross-entropy over the full logits; w = 1 is the plain mean
+    cfg = Qwen3Config(**CONFIGS['gqa_untied_headdim24'], rope_theta=10000.0, max_position_embeddings=256)
+    model = Qwen3(cfg).init_weights(seed=3)
+    ref_model = Qwen3(Qwen3Config(**CONFIGS['gqa_untied_headdim24'], rope_theta=10000.0,
+                                  max_position_embeddings=256)).double()
+    ref_model.load_state_dict({k: v.double() for k, v in model.state_dict().items()})
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 301, (3, 10), generator=g)
+    y = torch.randint(0, 301, (3, 10), generator=g)
+    y[1, :4] = -100
+    w = torch.where(torch.rand(3, 10, generator=g) < 0.3, 5.0, 1.0)
+    w[1, 0] = 100.0  # on an ignored target: must not count
+    loss = model(x, targets=y, target_weights=w)
+    loss.backward()
+    ce = torch.nn.functional.cross_entropy(ref_model(x).flatten(0, 1), y.flatten(), ignore_index=-100,
+                                           reduction='none')
+    ref = (ce * w.flatten().double()).sum() / (y != -100).sum()
+    ref.backward()
+    assert abs(loss.item() - ref.item()) < 1e-5 * ref.item()
+    for (name, p), q in zip(model.named_parameters(), ref_model.parameters()):
+        assert torch.allclose(p.grad.double(), q.grad, atol=1e-5, rtol=1e-4), name
+    assert model(x, targets=y, target_weights=torch.ones(3, 10)).item() == model(x, targets=y).item()
+
+
 def test_num_params_and_flops_per_token():
     cfg = Qwen3Config(**CONFIGS['gqa_untied_headdim24'], rope_theta=10000.0, max_position_embeddings=256)
     model = Qwen3(cfg)
