@@ -178,14 +178,19 @@ def test_loss_path_equals_cross_entropy_of_logits():
     assert model.model.layers[0].mlp.up_proj.weight.grad.abs().sum() > 0
 
 
+def model_and_float64_copy(seed):
+    """A small untied GQA model initialized from `seed`, and a float64 copy of it (the reference)."""
+    cfg = dict(**CONFIGS['gqa_untied_headdim24'], rope_theta=10000.0, max_position_embeddings=256)
+    model = Qwen3(Qwen3Config(**cfg)).init_weights(seed=seed)
+    ref_model = Qwen3(Qwen3Config(**cfg)).double()
+    ref_model.load_state_dict({k: v.double() for k, v in model.state_dict().items()})
+    return model, ref_model
+
+
 def test_loss_through_supervised_rows_only_has_the_full_logits_gradients():
     # lm_loss sends only rows with a target through the LM head; value and every gradient must
     # equal float64 cross-entropy over the full logits (ignored rows contribute nothing there)
-    cfg = Qwen3Config(**CONFIGS['gqa_untied_headdim24'], rope_theta=10000.0, max_position_embeddings=256)
-    model = Qwen3(cfg).init_weights(seed=7)
-    ref_model = Qwen3(Qwen3Config(**CONFIGS['gqa_untied_headdim24'], rope_theta=10000.0,
-                                  max_position_embeddings=256)).double()
-    ref_model.load_state_dict({k: v.double() for k, v in model.state_dict().items()})
+    model, ref_model = model_and_float64_copy(seed=7)
     x = torch.randint(0, 301, (3, 10))
     y = torch.randint(0, 301, (3, 10))
     y[0, :6] = -100
@@ -204,11 +209,7 @@ def test_loss_through_supervised_rows_only_has_the_full_logits_gradients():
 def test_weighted_loss_is_the_weighted_float64_cross_entropy_over_the_target_count():
     # lm_loss with target_weights w: sum_i w_i CE_i / N over the N supervised targets, value and
     # gradients against float64 cross-entropy over the full logits; w = 1 is the plain mean
-    cfg = Qwen3Config(**CONFIGS['gqa_untied_headdim24'], rope_theta=10000.0, max_position_embeddings=256)
-    model = Qwen3(cfg).init_weights(seed=3)
-    ref_model = Qwen3(Qwen3Config(**CONFIGS['gqa_untied_headdim24'], rope_theta=10000.0,
-                                  max_position_embeddings=256)).double()
-    ref_model.load_state_dict({k: v.double() for k, v in model.state_dict().items()})
+    model, ref_model = model_and_float64_copy(seed=3)
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 301, (3, 10), generator=g)
     y = torch.randint(0, 301, (3, 10), generator=g)
