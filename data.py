@@ -283,8 +283,6 @@ def pad_batch(examples, pad_id, max_len=None):
     return x, y
 
 
-
-
 # -----------------------------------------------------------------------------
 # result digits: the tokens that carry a CoT's arithmetic
 

@@ -380,7 +380,8 @@ def main():
            f'x {world} ranks; autocast {amp}')
     train_config = config_snapshot(globals())
     train_config['max_iters'] = n_iters
-    classes = token_classes(tok) if result_digit_weight != 1.0 else None  # digit / space / '=' per token id
+    # digit / space / '=' per token id, on the batches' device (indexed by their token ids)
+    classes = token_classes(tok).to(device) if result_digit_weight != 1.0 else None
 
     # ---- model, memory plan, state (resume beats init_from)
     ckpt = find_checkpoint(out_dir) if resume else None
