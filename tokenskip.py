@@ -28,12 +28,12 @@ token carries information the LM could not guess from the text so far; a predict
 (boilerplate, a restated number) is the first to go. What it cannot know is which numbers the
 question asked about: that is the point of the comparison.
 
-Selection is exactly ours (compressor.cot_units / group_drop_runs / select_units /
-render_units), so the comparison isolates the score. The score is centered per CoT:
+Selection is exactly ours (compressor.cot_units / group_drop_runs / recomputing_filler /
+select_units / render_units), so the comparison isolates the score. The score is centered per CoT:
     score_i = surprisal_i - median_j surprisal_j
-group_drop_runs reads score <= 0 as "drop" and merges such consecutive words into clause units;
+group_drop_runs reads score <= 0 as "drop" and merges such consecutive words into sentence units;
 with the median as zero, a word all of whose tokens are more predictable than the CoT's typical
-token is filler (so filler enters a compression as whole clauses, as with ours), and the
+token is filler (so filler enters a compression as whole sentences, as with ours), and the
 ranking select_units uses is unchanged by the shift. Realized ratios are counted in the
 reasoning model's tokenizer, which here is the scorer's own.
 """

@@ -7,8 +7,9 @@ pool_path = 'out/data/sft_pool.jsonl'
 out_path = 'out/data/sft_mixed.jsonl'
 max_questions = 1500          # of the 2000-question SFT pool
 n_samples = 1
-temperature = 0.3             # own CoTs at low temperature: at 0.7 correct answers often came from CoTs
-                              # that misread the question (wrong name or start value), which SFT then imitates
+temperature = 0.7             # own CoTs at the evaluation's temperature: at 0.3 they sharpened the base's style
+                              # by seed (one ran 5% longer than its T 0.7 answers, so sft 1.0 wrote 1.10x base
+                              # and missed the 0.1 budget band; another restated 0.53 of its steps, not 0.7)
 top_p = 0.9
 max_new_tokens = 384
 compress_ratios = [0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9]
