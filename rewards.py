@@ -37,6 +37,8 @@ teacher budget g* (None: all-fail question), correct, valid (check_integrity).
     g* None:  [correct] - lambda_under * (1 - c)              rapid recovery: increasing in c
     correct,   c >= g*:  1 - (c - g*)                         c == g* is best here
     correct,   c <  g*:  1 + min(kappa, g* - c)               beat the teacher, capped at kappa
+    correct, |r - c| > band:  as incorrect (the two lines below)  kept budgets: an answer that
+                                                              thought past c's band earns c nothing
     incorrect, c <  g*:  -lambda_under * (1 + (g* - c))       safe shortening: always below ...
     incorrect, c >= g*:  -lambda_over                         ... this (lambda_under > lambda_over)
 
@@ -216,9 +218,12 @@ def r_main(correct, valid, c, r, g_star, **overrides):
     return (1.0 if correct else 0.0) + shaping
 
 
-def r_ctrl(c, g_star, correct, **overrides):
+def r_ctrl(c, g_star, correct, r=None, **overrides):
     """Control-token reward: the chosen budget c judged against the teacher budget g*
-    (formulas in the module docstring). c None gets the minimum possible value."""
+    (formulas in the module docstring). c None gets the minimum possible value. With the
+    realized ratio r, a correct rollout whose thinking left c's band (|r - c| > band) is judged
+    like an incorrect one at c: the control token is paid for a budget the thinking kept, not
+    for naming a small one and thinking past it."""
     cfg = _cfg(overrides, "r_ctrl")
     _check_budget("c", c, "r_ctrl")
     _check_budget("g_star", g_star, "r_ctrl")
@@ -228,7 +233,8 @@ def r_ctrl(c, g_star, correct, **overrides):
     if g_star is None:  # all-fail question: rapid recovery, larger budgets preferred
         return (1.0 if correct else 0.0) - lam_u * (1.0 - c)
     under = c < g_star - 1e-9
-    if correct:
+    kept = r is None or abs(r - c) <= cfg["band"] + 1e-9
+    if correct and kept:
         return 1.0 + min(kappa, g_star - c) if under else 1.0 - (c - g_star)
     return -lam_u * (1.0 + (g_star - c)) if under else -lam_o
 
@@ -236,4 +242,4 @@ def r_ctrl(c, g_star, correct, **overrides):
 def rollout_rewards(correct, valid, c, r, g_star, **overrides):
     """(R_main, R_ctrl) for one rollout."""
     return (r_main(correct, valid, c, r, g_star, **overrides),
-            r_ctrl(c, g_star, correct, **overrides))
+            r_ctrl(c, g_star, correct, r, **overrides))

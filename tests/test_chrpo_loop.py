@@ -196,7 +196,7 @@ def hand_rewards(g_star, ref, gold, c, n, given, stopped):
     r = n / L
     correct = stopped and given == gold
     return (rewards.r_main(correct, stopped, float(c), r, g_star, **C),
-            rewards.r_ctrl(float(c), g_star, correct, **C), r)
+            rewards.r_ctrl(float(c), g_star, correct, r, **C), r)
 
 
 STD_FLOOR = 0.3  # the loop's adv_std_floor in these tests (a group std below it is raised to it)

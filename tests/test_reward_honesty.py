@@ -44,6 +44,7 @@ def test_choosing_the_budget_that_contains_r_beats_any_larger_budget(cfg):
             assert honest > r_main(True, True, c_big, r, g, **cfg), (cfg, r, c_in, c_big)
             if g is not None:  # the control token never pays more for the larger budget either
                 assert r_ctrl(c_in, g, True, **cfg) >= r_ctrl(c_big, g, True, **cfg)
+                assert r_ctrl(c_in, g, True, r, **cfg) > r_ctrl(c_big, g, True, r, **cfg)
             checked += 1
     assert checked > 100
 
@@ -75,3 +76,26 @@ def test_earlier_constants_violated_it_which_is_why_they_changed():
     assert r_main(True, True, 1.0, 0.8, None, **old) > r_main(True, True, 1.0, 0.9, None, **old)
     assert r_main(True, True, 1.0, 0.76, None) < r_main(True, True, 1.0, 1.0, None)
     assert r_main(True, True, 1.0, 0.8, None) < r_main(True, True, 1.0, 0.9, None)
+
+
+@pytest.mark.parametrize('cfg', list(_constant_sets()))
+def test_the_control_token_is_paid_only_for_a_budget_the_thinking_kept(cfg):
+    # among correct rollouts with the same realized ratio r, the budget whose band contains r
+    # earns the control token more than any other, smaller or larger, whatever the teacher said;
+    # naming a small budget and thinking past it earns what a wrong answer at that budget earns
+    band = cfg.get('band', DEFAULTS['band'])
+    rng = random.Random(13)
+    checked = 0
+    for _ in range(400):
+        r = rng.uniform(0.05, 1.1)
+        c_in = _band_budget(r, band)
+        if c_in is None:
+            continue
+        g = rng.choice(BUDGETS)
+        for c in BUDGETS:
+            if c == c_in:
+                continue
+            assert r_ctrl(c_in, g, True, r, **cfg) > r_ctrl(c, g, True, r, **cfg), (cfg, r, c_in, c, g)
+            assert r_ctrl(c, g, True, r, **cfg) == r_ctrl(c, g, False, r, **cfg)
+            checked += 1
+    assert checked > 400

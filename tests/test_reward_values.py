@@ -73,6 +73,17 @@ def test_r_ctrl_equals_hand_computed_value(c, g_star, correct, expected, why):
     assert r_ctrl(c, g_star, correct, **C) == pytest.approx(expected, abs=1e-12), why
 
 
+@pytest.mark.parametrize('c, g_star, correct, r, expected, why', [
+    (0.2, 0.4, True, 0.23, 1.2, 'kept (|r - c| = 0.03 <= band 0.05): beat the teacher, 1 + min(kappa, g* - c)'),
+    (0.2, 0.4, True, 0.35, -0.55 * 1.2, 'thought past the band: as incorrect under g*, -lambda_under * (1 + g* - c)'),
+    (0.6, 0.4, True, 0.45, -0.15, 'under-ran past the band: as incorrect over g*, -lambda_over'),
+    (0.6, 0.4, True, 0.63, 0.8, 'kept: 1 - (c - g*)'),
+    (0.2, None, True, 0.5, 1 - 0.55 * 0.8, 'all-fail question: rapid recovery, r not judged'),
+])
+def test_r_ctrl_with_realized_ratio_equals_hand_computed_value(c, g_star, correct, r, expected, why):
+    assert r_ctrl(c, g_star, correct, r, **C) == pytest.approx(expected, abs=1e-12), why
+
+
 def test_r_ctrl_without_control_token_uses_the_larger_lambda():
     assert r_ctrl(None, 0.4, False, **{**C, 'lambda_under': 0.1, 'lambda_over': 0.3}) == pytest.approx(-0.6)
 
