@@ -5,10 +5,7 @@ n_train, n_val, n_test, n_sft_pool, n_rl_pool = 20000, 500, 1000, 2000, 1000  # 
 min_steps, max_steps = 1, 5   # difficulty = number of steps, balanced
 filler = 0.72                 # filler share of CoT chars at difficulty 3
 filler_slope = 0.08           # less filler per extra step: kept share ~0.19 (d=1,2) .. 0.39 (d=5), so 0.2 fits easy problems only
-bare_step_share = 0.1         # 10% of the steps state only their equation: the model must compute "a op b =" without
-                              # its restated action, as a compressed CoT asks of it (README, Choices). At 0.3 a base
-                              # wrote bare steps 27-47% of the time by seed, and the 0.4 targets lost the restated
-                              # actions that point into the question: operand misreads on 4-5 step problems rose
-                              # from 3% (0.66 of steps restated) to 9% (0.55) and 19% (0.47)
+bare_step_share = 0.3         # 30% of the steps state only their equation: the model must compute "a op b =" without
+                              # its restated action, as a compressed CoT asks of it (README, Choices)
 max_value, max_operand = 99, 20
 vocab_size = 2048
