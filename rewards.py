@@ -58,6 +58,12 @@ whose band does (`honest budgets`, a test). The shortness preference across budg
 control token's business (R_ctrl against g*); the bonus here is a small tie-breaker, capped
 at kappa.
 
+Kept budgets (why R_ctrl reads r): R_ctrl pays a correct answer for a small c (beating the
+teacher), and R_main's calibration penalty just past the band is small (0.025 at |r - c| =
+0.15). Without r, one seed's CHRPO named <COMP_20> for every question and thought at about
+0.35 (mean |r - c| 0.153): the control token was paid for a budget the thinking ignored. So
+a correct answer that left c's band earns the control token what a wrong one at c earns.
+
 Degenerate output (is_degenerate): with at least degen_min_tokens tokens, either fewer than
 degen_min_distinct of its 4-grams are distinct (the text is mostly a copy of itself), or it
 ends with one block of <= degen_max_period tokens repeated >= degen_min_repeats times over
