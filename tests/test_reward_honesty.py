@@ -19,6 +19,18 @@ def _band_budget(r, band):
     return inside[0] if len(inside) == 1 else None
 
 
+def _band_draws(seed, band, teacher_budgets, n=400):
+    """(r, the budget whose band holds r, a teacher budget g) for random r, skipping the r that
+    fall between two bands."""
+    rng = random.Random(seed)
+    for _ in range(n):
+        r = rng.uniform(0.05, 1.1)
+        c_in = _band_budget(r, band)
+        if c_in is None:
+            continue
+        yield r, c_in, rng.choice(teacher_budgets)
+
+
 def _constant_sets(n=30):
     yield {}
     rng = random.Random(11)
@@ -31,14 +43,8 @@ def _constant_sets(n=30):
 @pytest.mark.parametrize('cfg', list(_constant_sets()))
 def test_choosing_the_budget_that_contains_r_beats_any_larger_budget(cfg):
     band = cfg.get('band', DEFAULTS['band'])
-    rng = random.Random(12)
     checked = 0
-    for _ in range(400):
-        r = rng.uniform(0.05, 1.1)
-        c_in = _band_budget(r, band)
-        if c_in is None:
-            continue
-        g = rng.choice(BUDGETS + [None])
+    for r, c_in, g in _band_draws(12, band, BUDGETS + [None]):
         honest = r_main(True, True, c_in, r, g, **cfg)
         for c_big in (c for c in BUDGETS if c > c_in):
             assert honest > r_main(True, True, c_big, r, g, **cfg), (cfg, r, c_in, c_big)
@@ -84,14 +90,8 @@ def test_the_control_token_is_paid_only_for_a_budget_the_thinking_kept(cfg):
     # earns the control token more than any other, smaller or larger, whatever the teacher said;
     # naming a small budget and thinking past it earns what a wrong answer at that budget earns
     band = cfg.get('band', DEFAULTS['band'])
-    rng = random.Random(13)
     checked = 0
-    for _ in range(400):
-        r = rng.uniform(0.05, 1.1)
-        c_in = _band_budget(r, band)
-        if c_in is None:
-            continue
-        g = rng.choice(BUDGETS)
+    for r, c_in, g in _band_draws(13, band, BUDGETS):
         for c in BUDGETS:
             if c == c_in:
                 continue
