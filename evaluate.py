@@ -38,7 +38,12 @@ Metrics per (benchmark, model, mode), see `summarize`:
                  row minus the other model's row at the same mode, paired over questions, ± 95%
   budget_abs_err mean |r - target| with r = think tokens / mean think tokens of the same
                  question in the reference row; target = the fixed ratio, or in POLICY
-                 mode the chosen budget; budget_within_0.1 = share with |r - target| <= 0.1
+                 mode the chosen budget; budget_within_0.1 = share with |r - target| <= 0.1;
+                 on the reference row budget_floor: its own samples, each against the mean
+                 of the question's other samples, target 1.0 (`reference_floor`): the error
+                 a copy of the reference model would score, set by the length noise of
+                 sampling. `reference_samples` draws the reference row more often so that
+                 the denominator's share of that noise shrinks
   budget_hist    counts of chosen budgets (POLICY); acc_by_difficulty; latency_s
                  (per question); tokens_per_s; pass@k when n > 1 (unbiased estimator)
 
@@ -105,6 +110,8 @@ param_dtype = 'auto'  # weights: 'auto' (bf16 on cuda, fp32 on cpu) | 'float32' 
 cuda_graph = False  # sampler: CUDA-graph decode (GPU only)
 dist_timeout_s = 4 * 3600  # process-group timeout: ranks wait at barriers while the others finish their shards
 reference_model = 'base'  # ActRatio denominator: this model's 'base' row
+reference_samples = 0  # > n_samples: samples a question for the reference model's rows (r's denominator is their
+                       # mean, so its sampling noise shrinks as 1/sqrt(reference_samples)); 0 = n_samples
 paired_with = {}  # name -> the model its rows are compared with at the same mode (paired; the --paper tables)
 report_path = ''  # extra copy of report.md (speedrun: out/report.md)
 plot = True  # write accuracy_vs_ratio.png when matplotlib is importable
@@ -327,6 +334,25 @@ def budget_following(samples, ref_think, tol=0.1):
     return sum(errs) / len(errs), sum(e <= tol + 1e-9 for e in errs) / len(errs), len(errs)
 
 
+def reference_floor(samples, target=1.0):
+    """The budget error of the reference row against itself: each sample's r = think tokens /
+    mean think tokens of the question's other samples, mean |r - target| over the samples whose
+    question has another. A model that wrote exactly like the reference would score about this
+    at ratio 1.0, so it is the floor that sampling noise puts under the fixed-ratio errors.
+    Returns (floor, count); (None, 0) with one sample a question."""
+    by_q = {}
+    for s in samples:
+        if s.get('think_tokens') is not None:
+            by_q.setdefault(str(s['id']), []).append(s['think_tokens'])
+    errs = []
+    for lens in by_q.values():
+        for i, t in enumerate(lens):
+            others = lens[:i] + lens[i + 1:]
+            if others and sum(others) > 0:
+                errs.append(abs(t / (sum(others) / len(others)) - target))
+    return (sum(errs) / len(errs), len(errs)) if errs else (None, 0)
+
+
 def budget_histogram(samples):
     """Counts of chosen budgets ('0.2'..'1.0', 'none' when no budget token came first)."""
     hist = {m: 0 for m in FIXED_MODES}
@@ -374,6 +400,8 @@ def summarize(results, reference_model='base', paired_with=None):
             row.update(paired_comparison(samples, results[other], other[1]))
         err, within, cnt = budget_following(samples, per_question_think(results[ref]) if ref else {})
         row.update({'budget_abs_err': err, 'budget_within_0.1': within, 'budget_n': cnt})
+        if key == ref:
+            row['budget_floor'], row['budget_floor_n'] = reference_floor(samples)
         if mode == 'auto':
             row['budget_hist'] = budget_histogram(samples)
         by_diff = {}
@@ -392,7 +420,7 @@ def summarize(results, reference_model='base', paired_with=None):
         ns = {len(v) for v in per_q.values()}
         if len(ns) == 1 and ns.pop() > 1:
             nq = len(next(iter(per_q.values())))
-            for k in sorted({1, nq}):
+            for k in sorted({1, 2, nq}):  # pass@2 too: rows drawn more often (reference_samples) share a column
                 row[f'pass@{k}'] = _mean([pass_at_k(nq, sum(v), k) for v in per_q.values()])
         rows.append(row)
     return rows
@@ -588,7 +616,7 @@ def main():
     if unknown:
         raise SystemExit(f'model_modes, paired_with or only_models names {unknown} that are not in models '
                          f'{list(models)}')
-    settings = {'n': n_samples, 'temperature': temperature, 'top_p': top_p, 'top_k': top_k,
+    base_settings = {'n': n_samples, 'temperature': temperature, 'top_p': top_p, 'top_k': top_k,
                 'max_new_tokens': max_new_tokens, 'seed': seed, 'system': SYSTEM_PROMPT}
     bench_items = load_benchmarks(benchmarks, split, data_dir, max_items)
     results = {}
@@ -598,6 +626,8 @@ def main():
         modes = model_modes.get(name, ['base'])
         for md in modes:
             mode_name(md)  # a typo in a mode fails before any sampling
+        n = max(n_samples, reference_samples) if name == reference_model else n_samples
+        settings = dict(base_settings, n=n)
         ckpt = resolve_checkpoint(name, path)
         if ckpt is None:
             if name in optional_models:
@@ -612,8 +642,8 @@ def main():
         print0(f'model {name}: {ckpt} ({model.num_params() / 1e6:.2f}M params), modes {modes}')
         # the decode batch from the memory plan (per GPU: every rank decodes its own batches)
         limit, prompt_len = memplan.device_bytes(dev), longest_prompt(tok, bench_items, modes)
-        rows_at_once, plan = fit_batch_size(model.config, min(batch_size, chunk_items * n_samples), prompt_len,
-                                            max_new_tokens, top_p, str(torch_dtype).split('.')[-1], n_samples,
+        rows_at_once, plan = fit_batch_size(model.config, min(batch_size, chunk_items * n), prompt_len,
+                                            max_new_tokens, top_p, str(torch_dtype).split('.')[-1], n,
                                             limit, kv_cache_gib)
         memplan.check(plan, limit, f'evaluate {name} ({rows_at_once} rows decoded at once, prompts up to '
                       f'{prompt_len} tokens)', print_fn=print0)

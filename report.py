@@ -151,6 +151,12 @@ def write_report(summary_rows, out_path, title='Extra-CoT evaluation', plot_path
             lines.append(f"| {r.get('benchmark', 'synthetic')} | {_row_label(r['model'], r['mode'])} | {r.get('reference')} "
                          f"| {_fmt(r['budget_abs_err'], '.3f')} | {_fmt(100 * r['budget_within_0.1'], '.1f')}% "
                          f"| {r['budget_n']} |")
+        for r in rows:  # what sampling noise alone scores: the reference row against itself
+            if r.get('budget_floor') is not None:
+                lines += ['', f"Floor ({r.get('benchmark', 'synthetic')}): the reference row's own samples, each "
+                          f"against the mean of its question's other samples, score mean abs(r - 1) = "
+                          f"{r['budget_floor']:.3f} ({r['budget_floor_n']} samples); a model that wrote exactly "
+                          f"like the reference would score about this at ratio 1.0."]
     # POLICY histogram
     pol = [r for r in rows if r.get('budget_hist')]
     if pol:

@@ -10,6 +10,9 @@ benchmarks = ['synthetic']
 data_dir = 'out/data'
 max_items = 0  # all test questions
 n_samples = 2  # two samples a question: the paired 95% half-width between two rows falls from ~2.5 to <= 2 points
+reference_samples = 4  # the base row four times: r's denominator is their mean. One base sample against another
+                       # differs by 0.12 in r, so a copy of the base would score ~0.12 x sqrt(1.5/2) = 0.104 at
+                       # ratio 1.0 against a two-sample mean (above the 0.1 goal) and ~0.095 against four's
 temperature = 0.7
 top_p = 0.9
 max_new_tokens = 512  # the longest synthetic CoT is ~300 tokens

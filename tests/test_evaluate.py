@@ -399,3 +399,39 @@ def test_main_decodes_as_many_rows_at_once_as_the_kv_budget_allows(corpus_and_to
     monkeypatch.setattr(evaluate.sampler, 'generate', lambda *a, **k: seen.append(k['batch_size']) or real(*a, **k))
     evaluate.main()
     assert seen == [3]
+
+
+def test_reference_floor_is_each_sample_against_the_mean_of_its_questions_other_samples(tmp_path):
+    samples = [S('q1', 100, True), S('q1', 120, True), S('q2', 200, True), S('q2', 150, False),
+               S('q2', 250, True), S('q3', 90, True), S('q4', None, False, finish='length'), S('q4', 80, True)]
+    # q1: |100/120 - 1|, |120/100 - 1|; q2: |200/200 - 1|, |150/225 - 1|, |250/175 - 1|; q3, q4 have no other
+    hand = [1 / 6, 0.2, 0.0, 1 / 3, 250 / 175 - 1]
+    floor, count = evaluate.reference_floor(samples)
+    assert count == 5 and floor == pytest.approx(sum(hand) / 5)
+    assert evaluate.reference_floor([S('q1', 100, True), S('q2', 50, True)]) == (None, 0)
+    res = {**hand_results(), ('syn', 'base', 'base'): samples}
+    rows = rows_by_key(evaluate.summarize(res))
+    assert rows[('base', 'base')]['budget_floor'] == pytest.approx(floor)
+    assert 'budget_floor' not in rows[('sft', '0.2')]  # only the reference row measures the floor
+    report = write_report(evaluate.summarize(res), str(tmp_path / 'report.md'))
+    assert f'mean abs(r - 1) = {floor:.3f} (5 samples)' in report
+
+
+def test_reference_model_is_sampled_reference_samples_times_a_question_and_the_others_n_samples(
+        corpus_and_tok, tmp_path, monkeypatch):
+    corpus, tok = corpus_and_tok
+    bench = str(tmp_path / 'bench.jsonl')
+    write_jsonl(bench, [{'id': r['id'], 'question': r['question'], 'answer': r['answer']} for r in corpus['test'][:2]])
+    models = {'base': tiny_checkpoint(tmp_path / 'base', tok, 1), 'sft': tiny_checkpoint(tmp_path / 'sft', tok, 2)}
+    configure(monkeypatch, tmp_path, bench, models, {'base': ['base'], 'sft': ['1.0']}, n_samples=2,
+              reference_samples=3)
+    evaluate.main()
+    rows = rows_by_key(json.loads((tmp_path / 'eval' / 'summary.json').read_text()))
+    assert rows[('base', 'base')]['n'] == 6 and rows[('sft', '1.0')]['n'] == 4
+    assert 'pass@3' in rows[('base', 'base')] and 'pass@2' in rows[('base', 'base')] and 'pass@2' in rows[('sft', '1.0')]
+    # reference_samples no larger than n_samples changes nothing: every row n_samples, the samples files reused
+    configure(monkeypatch, tmp_path, bench, models, {'base': ['base'], 'sft': ['1.0']}, n_samples=2,
+              reference_samples=0)
+    evaluate.main()
+    rows = rows_by_key(json.loads((tmp_path / 'eval' / 'summary.json').read_text()))
+    assert rows[('base', 'base')]['n'] == 4 and rows[('sft', '1.0')]['n'] == 4
