@@ -62,6 +62,12 @@ def mode_name(mode):
     return name
 
 
+def shown_mode(mode):
+    """A mode as file names and the report show it: the plain prompt is 'base', as in the paper."""
+    mode = mode_name(mode)
+    return 'base' if mode == 'none' else mode
+
+
 def budget_name(mode):
     """The fixed budget '0.2'..'1.0' that a mode or a chosen budget names (0.4, '0.4', ...);
     None for None, 'none', 'base' and 'auto' (no fixed budget). Bad values: mode_name's error."""

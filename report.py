@@ -1,6 +1,6 @@
 """
 The evaluation report: evaluate.py's summary rows (one per benchmark x model x mode, see
-evaluate.summarize) written as markdown in the paper's table layout, plus the
+metrics.summarize) written as markdown in the paper's table layout, plus the
 accuracy-vs-ActRatio plot. Not run directly: evaluate.py calls
 
     write_report(summary_rows, 'out/eval/report.md', plot_path='out/eval/accuracy_vs_ratio.png')
@@ -12,7 +12,7 @@ difficulty, latency and, when several samples were drawn per question, pass@k.
 With the rows of `bash speedrun.sh --paper` (config/eval_paper.py) two more tables follow the
 main one, in the layout of the paper's: ours against the TokenSkip-style baseline, one row per
 method and ratio, interleaved (`method_table`); and the CHRPO ablations in POLICY mode against
-full CHRPO (`ablation_table`). Their paired columns are evaluate.paired_comparison's. Without
+full CHRPO (`ablation_table`). Their paired columns are metrics.paired_comparison's. Without
 those rows the report is as before.
 """
 import os

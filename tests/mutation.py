@@ -146,11 +146,11 @@ MUTATIONS = [
     # ---- evaluation
     ('evaluate.py', "[str(it['id']) for it in items], settings], sort_keys=True)",
      "[str(it['id']) for it in items]], sort_keys=True)", [EW]),
-    ('evaluate.py', "for cand in ((bench, reference_model, 'none'), (bench, model_name, '1.0'), "
+    ('metrics.py', "for cand in ((bench, reference_model, 'none'), (bench, model_name, '1.0'), "
                     "(bench, model_name, 'none')):",
      "for cand in ((bench, model_name, '1.0'), (bench, reference_model, 'none'), (bench, model_name, 'none')):",
      [EW]),
-    ('evaluate.py', 'sum(e <= tol + 1e-9 for e in errs)', 'sum(e <= tol for e in errs)', [EW]),
+    ('metrics.py', 'sum(e <= tol + 1e-9 for e in errs)', 'sum(e <= tol for e in errs)', [EW]),
     ('evaluate.py', 'finished = {k: v for k, v in finished.items() if len(v) == rows_per_item}',
      'finished = {k: v for k, v in finished.items() if v}', [EW]),
     ('evaluate.py', 'write_jsonl(path, [r for v in finished.values() for r in v])', 'write_jsonl(path, prior)',
@@ -180,7 +180,7 @@ MUTATIONS = [
      'y[b, len(prefix):len(ids)] = torch.tensor(ids[len(prefix):])', ['tests/test_tokenskip.py']),
     ('tokenskip.py', 'med = sorted(values)[(len(values) - 1) // 2]', 'med = sorted(values)[len(values) // 2]',
      ['tests/test_tokenskip.py']),
-    ('evaluate.py', 'think, think_hw = mean_ci95([a[k] - b[k] for k in a if k in b])',
+    ('metrics.py', 'think, think_hw = mean_ci95([a[k] - b[k] for k in a if k in b])',
      'think, think_hw = mean_ci95([b[k] - a[k] for k in a if k in b])', ['tests/test_report_paper.py']),
 ]
 

@@ -13,6 +13,7 @@ import torch
 
 import data
 import evaluate
+import metrics
 from common import save_checkpoint, write_jsonl
 from corpus import generate_corpus, tokenizer_training_texts
 from model import Qwen3, Qwen3Config
@@ -158,7 +159,7 @@ def rows_by_key(rows):
 
 
 def test_summary_accuracy_think_tokens_and_act_ratio_match_hand_numbers():
-    rows = rows_by_key(evaluate.summarize(hand_results()))
+    rows = rows_by_key(metrics.summarize(hand_results()))
     base, fixed, auto = rows[('base', 'base')], rows[('sft', '0.2')], rows[('sft', 'auto')]
     assert base['accuracy'] == 0.5 and base['think_tokens'] == 150 and base['act_ratio'] == 1.0
     assert fixed['accuracy'] == 1.0 and fixed['think_tokens'] == 45
@@ -170,7 +171,7 @@ def test_summary_accuracy_think_tokens_and_act_ratio_match_hand_numbers():
 
 
 def test_budget_following_uses_same_question_reference():
-    rows = rows_by_key(evaluate.summarize(hand_results()))
+    rows = rows_by_key(metrics.summarize(hand_results()))
     # 0.2 mode: r = 20/100 = 0.2 (err 0), 70/200 = 0.35 (err 0.15)
     fixed = rows[('sft', '0.2')]
     assert fixed['budget_abs_err'] == pytest.approx(0.075) and fixed['budget_within_0.1'] == 0.5
@@ -183,13 +184,13 @@ def test_budget_following_uses_same_question_reference():
 
 
 def test_policy_budget_histogram_counts_chosen_budgets():
-    auto = rows_by_key(evaluate.summarize(hand_results()))[('sft', 'auto')]
+    auto = rows_by_key(metrics.summarize(hand_results()))[('sft', 'auto')]
     assert auto['budget_hist'] == {'0.2': 1, '0.4': 0, '0.6': 1, '0.8': 0, '1.0': 0, 'none': 1}
-    assert 'budget_hist' not in rows_by_key(evaluate.summarize(hand_results()))[('sft', '0.2')]
+    assert 'budget_hist' not in rows_by_key(metrics.summarize(hand_results()))[('sft', '0.2')]
 
 
 def test_accuracy_by_difficulty_and_latency():
-    rows = rows_by_key(evaluate.summarize(hand_results()))
+    rows = rows_by_key(metrics.summarize(hand_results()))
     assert rows[('sft', 'auto')]['acc_by_difficulty'] == {'1': 1.0, '2': 0.0, '3': 0.0}
     assert rows[('base', 'base')]['acc_by_difficulty'] == {'1': 1.0, '2': 0.0}
     assert rows[('sft', 'auto')]['latency_s'] == pytest.approx(0.5)  # 3 x 0.5 s over 3 questions
@@ -198,25 +199,25 @@ def test_accuracy_by_difficulty_and_latency():
 
 def test_act_ratio_falls_back_to_same_models_full_budget_row():
     res = {('syn', 'sft', '1.0'): [S('q1', 100, True, '1.0')], ('syn', 'sft', '0.4'): [S('q1', 40, True, '0.4')]}
-    rows = rows_by_key(evaluate.summarize(res))
+    rows = rows_by_key(metrics.summarize(res))
     assert rows[('sft', '0.4')]['act_ratio'] == pytest.approx(0.4) and rows[('sft', '0.4')]['reference'] == 'sft/1.0'
     assert rows[('sft', '0.4')]['budget_abs_err'] == pytest.approx(0.0)
 
 
 def test_pass_at_k_matches_combinatorial_definition():
-    assert evaluate.pass_at_k(4, 0, 2) == 0.0
-    assert evaluate.pass_at_k(4, 1, 1) == pytest.approx(0.25)
-    assert evaluate.pass_at_k(4, 1, 2) == pytest.approx(1 - 3 / 6)  # 1 - C(3,2)/C(4,2)
-    assert evaluate.pass_at_k(4, 3, 2) == 1.0
+    assert metrics.pass_at_k(4, 0, 2) == 0.0
+    assert metrics.pass_at_k(4, 1, 1) == pytest.approx(0.25)
+    assert metrics.pass_at_k(4, 1, 2) == pytest.approx(1 - 3 / 6)  # 1 - C(3,2)/C(4,2)
+    assert metrics.pass_at_k(4, 3, 2) == 1.0
     res = {('syn', 'm', '1.0'): [S('q1', 10, True, '1.0'), S('q1', 10, False, '1.0'),
                                  S('q2', 10, False, '1.0'), S('q2', 10, False, '1.0')]}
-    row = evaluate.summarize(res)[0]
+    row = metrics.summarize(res)[0]
     assert row['pass@1'] == pytest.approx(0.25) and row['pass@2'] == pytest.approx(0.5)
-    assert 'pass@1' not in rows_by_key(evaluate.summarize(hand_results()))[('sft', '0.2')]
+    assert 'pass@1' not in rows_by_key(metrics.summarize(hand_results()))[('sft', '0.2')]
 
 
 def test_write_report_has_paper_layout_cells(tmp_path):
-    rows = evaluate.summarize(hand_results())
+    rows = metrics.summarize(hand_results())
     text = write_report(rows, str(tmp_path / 'r.md'))
     assert (tmp_path / 'r.md').read_text() == text
     assert '| method / mode | syn |' in text
@@ -328,15 +329,15 @@ def test_accuracy_intervals_match_hand_computed_binomial_and_paired_values():
     # 4 questions, one sample each: a = [1, 1, 0, 1], reference b = [1, 0, 0, 0]
     a = [{'id': i, 'correct': c} for i, c in enumerate([1, 1, 0, 1])]
     b = [{'id': i, 'correct': c} for i, c in enumerate([1, 0, 0, 0])]
-    m, hw = evaluate.mean_ci95(list(evaluate.per_question_accuracy(a).values()))
+    m, hw = metrics.mean_ci95(list(metrics.per_question_accuracy(a).values()))
     # sample variance of [1,1,0,1]: mean 0.75, sum sq dev 0.75, / 3 = 0.25 -> se = sqrt(0.25/4) = 0.25
     assert m == 0.75 and abs(hw - 1.96 * 0.25) < 1e-12
-    d, dhw, q = evaluate.paired_accuracy_difference(a, b)
+    d, dhw, q = metrics.paired_accuracy_difference(a, b)
     # per-question differences [0, 1, 0, 1]: mean 0.5, sample var 1/3 -> se = sqrt(1/12)
     assert q == 4 and d == 0.5 and abs(dhw - 1.96 * (1 / 12) ** 0.5) < 1e-12
     # several samples per question: the question (not the sample) is the unit
     two = [{'id': i // 2, 'correct': c} for i, c in enumerate([1, 0, 1, 1, 0, 0])]
-    m2, hw2 = evaluate.mean_ci95(list(evaluate.per_question_accuracy(two).values()))
+    m2, hw2 = metrics.mean_ci95(list(metrics.per_question_accuracy(two).values()))
     vals = [0.5, 1.0, 0.0]
     var = sum((v - 0.5) ** 2 for v in vals) / 2
     assert m2 == 0.5 and abs(hw2 - 1.96 * (var / 3) ** 0.5) < 1e-12
@@ -347,7 +348,7 @@ def test_summary_rows_carry_intervals_and_report_prints_them(tmp_path):
             for i in range(10)]
     sft = [{'id': i, 'correct': i % 5 != 0, 'think_tokens': 40, 'finish_reason': 'stop', 'budget': 0.4}
            for i in range(10)]
-    rows = evaluate.summarize({('synthetic', 'base', 'none'): base, ('synthetic', 'sft', '0.4'): sft})
+    rows = metrics.summarize({('synthetic', 'base', 'none'): base, ('synthetic', 'sft', '0.4'): sft})
     by = {(r['model'], r['mode']): r for r in rows}
     assert 'acc_diff_vs_ref' not in by[('base', 'base')]
     r = by[('sft', '0.4')]
@@ -406,14 +407,14 @@ def test_reference_floor_is_each_sample_against_the_mean_of_its_questions_other_
                S('q2', 250, True), S('q3', 90, True), S('q4', None, False, finish='length'), S('q4', 80, True)]
     # q1: |100/120 - 1|, |120/100 - 1|; q2: |200/200 - 1|, |150/225 - 1|, |250/175 - 1|; q3, q4 have no other
     hand = [1 / 6, 0.2, 0.0, 1 / 3, 250 / 175 - 1]
-    floor, count = evaluate.reference_floor(samples)
+    floor, count = metrics.reference_floor(samples)
     assert count == 5 and floor == pytest.approx(sum(hand) / 5)
-    assert evaluate.reference_floor([S('q1', 100, True), S('q2', 50, True)]) == (None, 0)
+    assert metrics.reference_floor([S('q1', 100, True), S('q2', 50, True)]) == (None, 0)
     res = {**hand_results(), ('syn', 'base', 'base'): samples}
-    rows = rows_by_key(evaluate.summarize(res))
+    rows = rows_by_key(metrics.summarize(res))
     assert rows[('base', 'base')]['budget_floor'] == pytest.approx(floor)
     assert 'budget_floor' not in rows[('sft', '0.2')]  # only the reference row measures the floor
-    report = write_report(evaluate.summarize(res), str(tmp_path / 'report.md'))
+    report = write_report(metrics.summarize(res), str(tmp_path / 'report.md'))
     assert f'mean abs(r - 1) = {floor:.3f} (5 samples)' in report
 
 

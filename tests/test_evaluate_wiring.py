@@ -6,6 +6,7 @@ order, the budget "within 0.1" boundary) against hand numbers."""
 import pytest
 
 import evaluate
+import metrics
 
 
 class Tok:
@@ -132,7 +133,7 @@ def test_act_ratio_prefers_base_model_over_own_full_budget_row():
     res = {('syn', 'base', 'base'): [S('q1', 200), S('q2', 100)],
            ('syn', 'sft', '1.0'): [S('q1', 100, '1.0'), S('q2', 60, '1.0')],
            ('syn', 'sft', '0.4'): [S('q1', 60, '0.4'), S('q2', 30, '0.4')]}
-    rows = {(r['model'], r['mode']): r for r in evaluate.summarize(res)}
+    rows = {(r['model'], r['mode']): r for r in metrics.summarize(res)}
     row = rows[('sft', '0.4')]
     assert row['reference'] == 'base/base'
     assert row['act_ratio'] == pytest.approx(45 / 150)
@@ -141,7 +142,7 @@ def test_act_ratio_prefers_base_model_over_own_full_budget_row():
     assert rows[('sft', '1.0')]['act_ratio'] == pytest.approx(80 / 150)
     # with another reference model named, that model's base row is used
     res[('syn', 'other', 'base')] = [S('q1', 50), S('q2', 50)]
-    rows = {(r['model'], r['mode']): r for r in evaluate.summarize(res, reference_model='other')}
+    rows = {(r['model'], r['mode']): r for r in metrics.summarize(res, reference_model='other')}
     assert rows[('sft', '0.4')]['reference'] == 'other/base'
     assert rows[('sft', '0.4')]['act_ratio'] == pytest.approx(45 / 50)
 
@@ -149,9 +150,9 @@ def test_act_ratio_prefers_base_model_over_own_full_budget_row():
 def test_budget_within_tolerance_boundary_is_inclusive():
     ref = {'q1': 100.0, 'q2': 100.0, 'q3': 100.0}
     # |0.3 - 0.4| = 0.10000000000000003 in floats: on the boundary, inside
-    assert evaluate.budget_following([S('q1', 30, '0.4')], ref) == (pytest.approx(0.1), 1.0, 1)
+    assert metrics.budget_following([S('q1', 30, '0.4')], ref) == (pytest.approx(0.1), 1.0, 1)
     # |0.5 - 0.4| = 0.09999999999999998: inside; |0.29 - 0.4| = 0.11: outside
-    err, within, n = evaluate.budget_following([S('q1', 50, '0.4'), S('q2', 29, '0.4'), S('q3', 51, '0.4')], ref)
+    err, within, n = metrics.budget_following([S('q1', 50, '0.4'), S('q2', 29, '0.4'), S('q3', 51, '0.4')], ref)
     assert within == pytest.approx(1 / 3) and n == 3 and err == pytest.approx((0.1 + 0.11 + 0.11) / 3)
     # the tolerance is a parameter
-    assert evaluate.budget_following([S('q1', 35, '0.4')], ref, tol=0.04)[1] == 0.0
+    assert metrics.budget_following([S('q1', 35, '0.4')], ref, tol=0.04)[1] == 0.0

@@ -1,12 +1,12 @@
 """The --paper tables of the report (report.method_table, report.ablation_table) on a small fake
 evaluation: row order (ours and the TokenSkip-style baseline interleaved per ratio, the
 ablations in the paper's order), the paired differences against hand-computed numbers
-(evaluate.paired_comparison), and the main report unchanged without those rows.
+(metrics.paired_comparison), and the main report unchanged without those rows.
     python -m pytest tests/test_report_paper.py -q
 """
 import pytest
 
-import evaluate
+import metrics
 from report import write_report
 
 Q = ['q0', 'q1', 'q2', 'q3']
@@ -46,7 +46,7 @@ def table(text, heading):
 
 
 def test_paired_comparison_matches_hand_computed_differences():
-    rows = {(r['model'], r['mode']): r for r in evaluate.summarize(fake_results(), paired_with=PAIRED)}
+    rows = {(r['model'], r['mode']): r for r in metrics.summarize(fake_results(), paired_with=PAIRED)}
     # sft 0.2 - tokenskip 0.2, per question [0, 1, 0, 0]: mean 0.25, sample std 0.5, 1.96 * 0.5 / 2
     r = rows[('sft', '0.2')]
     assert r['paired_with'] == 'tokenskip'
@@ -63,7 +63,7 @@ def test_paired_comparison_matches_hand_computed_differences():
 
 
 def test_method_table_interleaves_ours_and_the_baseline_per_ratio(tmp_path):
-    text = write_report(evaluate.summarize(fake_results(), paired_with=PAIRED), str(tmp_path / 'r.md'))
+    text = write_report(metrics.summarize(fake_results(), paired_with=PAIRED), str(tmp_path / 'r.md'))
     rows = table(text, '## Ours vs a TokenSkip-style compressor')
     cols = [[c.strip() for c in line.strip('|').split('|')] for line in rows]
     assert [(c[0], c[1].split(' (')[0]) for c in cols] == [
@@ -80,7 +80,7 @@ def test_method_table_interleaves_ours_and_the_baseline_per_ratio(tmp_path):
 
 
 def test_ablation_table_lists_full_chrpo_then_ablations_with_paired_differences(tmp_path):
-    text = write_report(evaluate.summarize(fake_results(), paired_with=PAIRED), str(tmp_path / 'r.md'))
+    text = write_report(metrics.summarize(fake_results(), paired_with=PAIRED), str(tmp_path / 'r.md'))
     cols = [[c.strip() for c in line.strip('|').split('|')] for line in table(text, '## CHRPO ablations (POLICY mode)')]
     assert [c[0] for c in cols] == ['full CHRPO', 'without R_ctrl', 'without R_mode and R_ctrl']  # no_mode absent
     assert cols[0][1:] == ['40', '75.0 ± 49.0', '0.40', '', '']
@@ -90,6 +90,6 @@ def test_ablation_table_lists_full_chrpo_then_ablations_with_paired_differences(
 
 def test_report_without_the_paper_rows_has_no_paper_tables(tmp_path):
     main = {k: v for k, v in fake_results().items() if k[1] in ('base', 'sft', 'chrpo')}
-    text = write_report(evaluate.summarize(main, paired_with=PAIRED), str(tmp_path / 'r.md'))
+    text = write_report(metrics.summarize(main, paired_with=PAIRED), str(tmp_path / 'r.md'))
     assert '## Ours vs a TokenSkip-style compressor' not in text and '## CHRPO ablations' not in text
-    assert text == write_report(evaluate.summarize(main), str(tmp_path / 'r2.md'))  # paired_with changes nothing
+    assert text == write_report(metrics.summarize(main), str(tmp_path / 'r2.md'))  # paired_with changes nothing
