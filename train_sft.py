@@ -111,7 +111,7 @@ peak_flops = 989e12            # per-device peak for MFU (H100 bf16 dense)
 log_interval = 10              # steps between metrics.jsonl lines
 eval_interval = 200            # steps between validation losses (0 = only at the end)
 eval_examples = 256            # validation examples used (the first ones of val_path)
-ckpt_interval = 500            # steps between checkpoints (and one at the end)
+ckpt_interval = 500            # steps between checkpoints (and one at the end; 0 = only at the end)
 
 # -----------------------------------------------------------------------------
 # data
@@ -452,7 +452,7 @@ def main():
             print0(f'\nstep {done}: val loss {val_loss:.4f}')
             if is_main():
                 append_jsonl(metrics_path, {'step': done, 'val_loss': val_loss})
-        if done % ckpt_interval == 0 or done == n_iters:
+        if (ckpt_interval > 0 and done % ckpt_interval == 0) or done == n_iters:
             save_train_checkpoint(out_dir, model, raw_model, optimizer, tok, fsdp,
                                   {'step': done, 'config': train_config, 'world_size': world, 'loss': last_loss})
     bar.close()

@@ -114,3 +114,12 @@ def test_over_budget_run_is_refused_naming_the_keys_and_nothing_is_lost(tiny_dat
                                           r'change batch_size, max_len, activation_checkpointing'):
         run_main(monkeypatch, tiny_data, out, max_iters=4, resume=True, memory_budget_gb=budget)
     assert folder_digest(out) == before  # the refused resume trimmed no metrics, wrote no checkpoint
+
+
+def test_ckpt_interval_zero_saves_only_the_final_checkpoint(tiny_data, tmp_path, monkeypatch):
+    saved = []
+    real = train_sft.save_train_checkpoint
+    monkeypatch.setattr(train_sft, 'save_train_checkpoint',
+                        lambda *a, **k: saved.append(k.get('train_state', a[-1])) or real(*a, **k))
+    run_main(monkeypatch, tiny_data, tmp_path / 'o', max_iters=3, ckpt_interval=0)
+    assert len(saved) == 1  # the end of the run, never a modulo by zero
