@@ -42,13 +42,18 @@ def _mean(xs):
     return sum(xs) / len(xs) if xs else None
 
 
-def per_question_think(samples):
-    """id -> mean think tokens of its closed-think samples (ids with none are absent)."""
+def think_tokens_by_question(samples):
+    """id -> think tokens of its closed-think samples (ids with none are absent)."""
     acc = {}
     for s in samples:
         if s.get('think_tokens') is not None:
             acc.setdefault(str(s['id']), []).append(s['think_tokens'])
-    return {k: sum(v) / len(v) for k, v in acc.items()}
+    return acc
+
+
+def per_question_think(samples):
+    """id -> mean think tokens of its closed-think samples (ids with none are absent)."""
+    return {k: sum(v) / len(v) for k, v in think_tokens_by_question(samples).items()}
 
 
 def per_question_accuracy(samples):
@@ -112,22 +117,18 @@ def budget_following(samples, ref_think, tol=0.1):
     return sum(errs) / len(errs), sum(e <= tol + 1e-9 for e in errs) / len(errs), len(errs)
 
 
-def reference_floor(samples, target=1.0):
+def reference_floor(samples):
     """The budget error of the reference row against itself: each sample's r = think tokens /
-    mean think tokens of the question's other samples, mean |r - target| over the samples whose
+    mean think tokens of the question's other samples, mean |r - 1| over the samples whose
     question has another. A model that wrote exactly like the reference would score about this
     at ratio 1.0, so it is the floor that sampling noise puts under the fixed-ratio errors.
     Returns (floor, count); (None, 0) with one sample a question."""
-    by_q = {}
-    for s in samples:
-        if s.get('think_tokens') is not None:
-            by_q.setdefault(str(s['id']), []).append(s['think_tokens'])
     errs = []
-    for lens in by_q.values():
-        for i, t in enumerate(lens):
-            others = lens[:i] + lens[i + 1:]
-            if others and sum(others) > 0:
-                errs.append(abs(t / (sum(others) / len(others)) - target))
+    for lens in think_tokens_by_question(samples).values():
+        total, n = sum(lens), len(lens)
+        for t in lens:  # the others' mean: (total - t) / (n - 1)
+            if n > 1 and total > t:
+                errs.append(abs(t * (n - 1) / (total - t) - 1.0))
     return (sum(errs) / len(errs), len(errs)) if errs else (None, 0)
 
 
