@@ -11,8 +11,8 @@ max_rl_questions = 320
 teacher_samples = 4           # k=2 labelled half the pool 0.2 on one lucky sample (see README)
 teacher_solve_share = 0.75    # a budget solves a question when >= 3 of its 4 samples are correct: at 2 of 4,
                               # a 33%-accurate budget (0.4 on 5-step problems) passes 40% of the time by luck; at 3 of 4, 11%
-max_iters = 100               # on the 2500-step base, 50 steps: 81 / -0.2 and 77 / -1.4 (seeds 1337 / 2); 100: 80 / -0.5
-                              # and 74 / -0.2, 62% / 65% fewer than base (README, Choices)
+max_iters = 100               # on the 2500-step base (warm-up lr 5e-4), 50 steps: 81 / -0.2 and 77 / -1.4 (seeds 1337 / 2);
+                              # 100: 80 / -0.5 and 74 / -0.2, 62% / 65% fewer than base (README, Choices)
 questions_per_step = 16
 group_size = 8
 max_new_tokens = 384
