@@ -11,7 +11,10 @@ model. Not run directly:
 Loss per response token t of rollout i, rho = exp(logp_new - logp_old):
     l_t = -min(rho * A_t, clip(rho, 1 - eps_low, 1 + eps_high) * A_t)  [+ kl_coef * k3_t]
     k3_t = exp(logp_ref - logp_new) - (logp_ref - logp_new) - 1     (off by default)
-    loss = sum over the global mini-batch of l_t / (its all-reduced token count)
+    loss = (sum over the global mini-batch of l_t  -  ctrl_entropy_coef * sum over its rollouts of H_ctrl)
+           / (its all-reduced token count)
+    H_ctrl = entropy of the control token (response token 0) over the five budget tokens: a bonus
+    that keeps the budget choice exploring (off by default; see train_chrpo.py's ctrl_entropy_coef).
 logp_old is the training forward of the policy that sampled, not the sampler's log-probs. The
 first mini-batch runs before any optimizer step, so its own forward gives logp_old (detached: rho = 1
 exactly, and no extra pass); the later mini-batches get theirs from a no-grad pass of the same
@@ -65,29 +68,45 @@ def pack_rollouts(rollouts, pad_id, device, keys=('logp_old', 'token_adv')):
     return (x.to(device), y.to(device), *(v.to(device) for v in values))
 
 
-def token_logprobs(model, head_weight, x, flat_y, temperature, autocast, return_entropy=False):
+def token_logprobs(model, head_weight, x, flat_y, temperature, autocast, with_entropy=False):
     """The training forward's log-prob of every target ([B*T], 0 where flat_y = -100) at the
     sampling temperature: hidden states under autocast, the LM head and log-softmax in fp32
-    (logp_old and logp_new: one computation). `model` may be DDP; head_weight is the raw model's."""
+    (logp_old and logp_new: one computation). `model` may be DDP; head_weight is the raw model's.
+    with_entropy: (logp, its detached entropy [B*T], the hidden states [B, T, H])."""
     with autocast:
         hidden = model(x, return_hidden=True)
-    return fused_linear_token_logprobs(hidden.flatten(0, 1), head_weight, flat_y, temperature=temperature,
-                                       return_entropy=return_entropy, compute_dtype=torch.float32)
+    out = fused_linear_token_logprobs(hidden.flatten(0, 1), head_weight, flat_y, temperature=temperature,
+                                      return_entropy=with_entropy, compute_dtype=torch.float32)
+    return (*out, hidden) if with_entropy else out
+
+
+def control_entropy(hidden, head_weight, y, budget_ids, temperature):
+    """[B] entropy (nats) of each rollout's control token, the first response token, over the budget
+    tokens alone: H = -sum_b p_b log p_b, p = softmax(h W_budget^T / T) with h the hidden state
+    that predicts it (the first target position of y [B, T]). Differentiable, fp32: the bonus
+    that keeps the budget choice exploring (micro_batch_loss)."""
+    first = (y != -100).int().argmax(1)
+    h = hidden[torch.arange(y.shape[0], device=y.device), first].float()
+    logp = (h @ head_weight[budget_ids].float().T / temperature).log_softmax(-1)
+    return -(logp.exp() * logp).sum(-1)
 
 
 def micro_batch_loss(ddp_model, raw_model, ref_model, rollouts, global_tokens, world, pad_id, device, *,
-                     temperature, eps_low, eps_high, kl_coef, autocast=nullcontext(), on_policy=False):
+                     temperature, eps_low, eps_high, kl_coef, autocast=nullcontext(), on_policy=False,
+                     ctrl_entropy_coef=0.0, budget_ids=None):
     """Loss of one micro-batch (rollouts carrying 'token_adv', and 'logp_old' unless on_policy),
     already divided by the mini-batch's global token count (and multiplied by world size, because
     DDP averages gradients over ranks). on_policy: no optimizer step has run since sampling, so
     logp_old is this forward's own log-probs, detached (rho = 1 exactly), and is recorded on the
     rollouts. Log-probs at the sampling `temperature` (token_logprobs); the k3 KL to ref_model
-    (None = off) weighs kl_coef. Returns (loss, stats dict of sums)."""
+    (None = off) weighs kl_coef; each rollout's control-token entropy over budget_ids (control_entropy)
+    is a bonus of ctrl_entropy_coef, counted like one token's loss (None = neither bonus nor stat).
+    Returns (loss, stats dict of sums)."""
     x, y, *per_token = pack_rollouts(rollouts, pad_id, device, keys=('token_adv',) if on_policy else
                                      ('logp_old', 'token_adv'))
     flat_y = y.flatten()
-    logp, entropy = token_logprobs(ddp_model, raw_model.lm_head.weight, x, flat_y, temperature, autocast,
-                                   return_entropy=True)
+    logp, entropy, hidden = token_logprobs(ddp_model, raw_model.lm_head.weight, x, flat_y, temperature, autocast,
+                                           with_entropy=True)
     stats = {}
     if on_policy:
         stats['logp_gap'] = set_old_logprobs(rollouts, logp.detach().view(y.shape))
@@ -103,7 +122,12 @@ def micro_batch_loss(ddp_model, raw_model, ref_model, rollouts, global_tokens, w
         d = ref_logp - logp
         kl_tok = torch.exp(d) - d - 1  # k3 estimator of KL(new || ref), >= 0
         loss_tok = loss_tok + kl_coef * kl_tok
-    loss = (loss_tok * mask).sum() / global_tokens * world
+    loss_sum = (loss_tok * mask).sum()
+    if budget_ids is not None:  # the budget choice's entropy: a stat, and with ctrl_entropy_coef a bonus
+        h_ctrl = control_entropy(hidden, raw_model.lm_head.weight, y, budget_ids, temperature)
+        loss_sum = loss_sum - ctrl_entropy_coef * h_ctrl.sum() if ctrl_entropy_coef else loss_sum
+        stats.update(ctrl_entropy=h_ctrl.detach().sum().item(), rollouts=len(rollouts))
+    loss = loss_sum / global_tokens * world
     m = mask.float()
     stats.update({'tokens': m.sum().item(), 'clipped': (clipped.float() * m).sum().item(),
                   'entropy': (entropy.detach() * m).sum().item(), 'kl_ref': (kl_tok.detach() * m).sum().item(),
@@ -150,7 +174,8 @@ def record_old_logprobs(model, micro_batches, pad_id, device, temperature, autoc
 
 
 def policy_update(ddp_model, model, ref_model, optimizer, rollouts, world, pad_id, device, *, mu, micro_batch_tokens,
-                  grad_clip, temperature, eps_low, eps_high, kl_coef, autocast=nullcontext()):
+                  grad_clip, temperature, eps_low, eps_high, kl_coef, autocast=nullcontext(), ctrl_entropy_coef=0.0,
+                  budget_ids=None):
     """logp_old for every rollout (see the module docstring), then mu optimizer steps on this rank's
     rollouts ('prompt_ids', 'tokens', 'token_adv'), each mini-batch in micro-batches of at most
     micro_batch_tokens padded tokens, grad norm clipped to grad_clip (loss: micro_batch_loss).
@@ -176,7 +201,8 @@ def policy_update(ddp_model, model, ref_model, optimizer, rollouts, world, pad_i
                 else:
                     loss, st = micro_batch_loss(ddp_model, model, ref_model, mbatch, global_tokens, world, pad_id,
                                                 device, temperature=temperature, eps_low=eps_low, eps_high=eps_high,
-                                                kl_coef=kl_coef, autocast=autocast, on_policy=i == 0)
+                                                kl_coef=kl_coef, autocast=autocast, on_policy=i == 0,
+                                                ctrl_entropy_coef=ctrl_entropy_coef, budget_ids=budget_ids)
                 loss.backward()
             stats['logp_gap'] += st.pop('logp_gap', 0.0)
             for key, v in st.items():

@@ -290,16 +290,18 @@ def pad_batch(examples, pad_id, max_len=None):
 
 
 # -----------------------------------------------------------------------------
-# result digits: the tokens that carry a CoT's arithmetic
+# target weights: the few tokens that carry a CoT's arithmetic and the POLICY decision
 
-TOKEN_OTHER, TOKEN_DIGIT, TOKEN_SPACE, TOKEN_EQUALS = 0, 1, 2, 3
+TOKEN_OTHER, TOKEN_DIGIT, TOKEN_SPACE, TOKEN_EQUALS, TOKEN_BUDGET = 0, 1, 2, 3, 4
 MAX_RESULT_DIGITS = 8  # a result longer than this is weighted on its first 8 digits only
 
 
 def token_classes(tok):
     """[V] int8: per token id, whether it decodes to one digit, to whitespace only, to '='
-    (spaces around it allowed), or to anything else. Qwen's pre-tokenizer writes numbers one digit
-    a token, so " 27 + 11 = 38." is [' ', '2', '7', ' +', ' ', '1', '1', ' =', ' ', '3', '8', '.']."""
+    (spaces around it allowed), to a fixed budget token (<COMP_20> .. <COMP_100>), or to anything
+    else. Qwen's pre-tokenizer writes numbers one digit a token,
+    so " 27 + 11 = 38." is [' ', '2', '7', ' +', ' ', '1', '1', ' =', ' ', '3', '8', '.']."""
+    chosen_budgets = {BUDGET_TOKENS[m] for m in FIXED_MODES}
     classes = torch.zeros(len(tok), dtype=torch.int8)
     for i in range(len(tok)):
         s = tok.decode([i])
@@ -309,14 +311,22 @@ def token_classes(tok):
             classes[i] = TOKEN_SPACE
         elif s.strip() == '=':
             classes[i] = TOKEN_EQUALS
+        elif s in chosen_budgets:
+            classes[i] = TOKEN_BUDGET
     return classes
 
 
-def result_digit_weights(x, y, classes, weight):
-    """[B, T] float target weights for a padded batch (x, y from pad_batch): `weight` where the target
-    y[t] is a digit of a result, i.e. of the number right after '=' ("a op b = c": the digits of c),
-    1 elsewhere. The chain before y[t] is x[t], x[t-1], ...: '=', an optional space, then the
-    result's earlier digits. Padding targets (-100) get 1, and lm_loss skips them anyway."""
+def target_weights(x, y, classes, result_weight=1.0, operand_weight=1.0, budget_weight=1.0):
+    """[B, T] float loss weights of a padded batch's targets (x, y from pad_batch):
+      result_weight   where y[t] is a digit of a result, the number right after '=' ("a op b = c": c);
+      operand_weight  where y[t] is any other digit (an operand copied from the question or from the
+                      step before, the final answer);
+      budget_weight   where y[t] is a budget token: only a POLICY answer has one as a target, its
+                      first token, the chosen budget (a fixed mode's prompt holds its token and the
+                      mirrored prefix, neither a target);
+      1               elsewhere.
+    Whether a digit is a result reads the chain before it, x[t], x[t-1], ...: '=', an optional
+    space, then the result's earlier digits. Padding targets (-100) get 1; lm_loss skips them."""
     cls_x = classes[x.clamp(min=0)]
     cls_y = torch.where(y >= 0, classes[y.clamp(min=0)], TOKEN_OTHER)
 
@@ -330,5 +340,9 @@ def result_digit_weights(x, y, classes, weight):
     for k in range(1, MAX_RESULT_DIGITS):  # x[t-k+1..t] are digits and the result starts after x[t-k]
         digits_so_far = digits_so_far & (shifted(cls_x, k - 1) == TOKEN_DIGIT)
         in_result = in_result | (digits_so_far & shifted(after_equals, k))
-    is_result = in_result & (cls_y == TOKEN_DIGIT)
-    return torch.where(is_result, float(weight), 1.0)
+    is_digit = cls_y == TOKEN_DIGIT
+    weights = torch.ones(y.shape, dtype=torch.float32, device=y.device)
+    weights[is_digit] = float(operand_weight)
+    weights[in_result & is_digit] = float(result_weight)
+    weights[cls_y == TOKEN_BUDGET] = float(budget_weight)
+    return weights

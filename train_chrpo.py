@@ -100,6 +100,8 @@ micro_batch_tokens = 16384         # padded tokens per forward/backward (a longe
 eps_low = 0.2                      # clip range below 1
 eps_high = 0.28                    # clip range above 1 (clip-higher, DAPO)
 kl_coef = 0.0                      # k3 KL to the frozen initial model; 0 = off (no reference kept)
+ctrl_entropy_coef = 0.0            # bonus on the budget choice's entropy (control token, over the 5 budget tokens), in
+                                   # units of one token's loss: a group only compares budgets its rollouts chose
 # rewards (rewards.py DEFAULTS are used for anything not in reward_overrides)
 reward_overrides = {}              # e.g. {'kappa': 0.3, 'lambda_under': 0.8}
 use_ctrl_reward = True             # False = the "without R_ctrl" ablation
@@ -356,7 +358,8 @@ def resume_state(ckpt, optimizer, rank):
 
 
 METRIC_KEYS = ['n', 'r_main', 'r_ctrl', 'correct', 'valid', 'gen_tokens', 'think_n', 'think_tokens', 'ratio_n',
-               'ratio', 'loss_tokens', 'loss_clipped', 'loss_entropy', 'loss_kl_ref', 'loss_approx_kl', 'logp_gap']
+               'ratio', 'loss_tokens', 'loss_clipped', 'loss_entropy', 'loss_kl_ref', 'loss_approx_kl', 'logp_gap',
+               'loss_ctrl_entropy', 'loss_rollouts']
 HIST_KEYS = FIXED_MODES + ['none']
 
 
@@ -377,6 +380,7 @@ def step_metrics(step, lr, stats, budget_hist, skipped, t_sample, t_train, world
             'think_tokens': div(S['think_tokens'], S['think_n']), 'realized_ratio': div(S['ratio'], S['ratio_n']),
             'budget_hist': {k: H[k] / S['n'] for k in HIST_KEYS if S['n']},
             'clip_frac': div(S['loss_clipped'], S['loss_tokens']), 'entropy': div(S['loss_entropy'], S['loss_tokens']),
+            'ctrl_entropy': div(S['loss_ctrl_entropy'], S['loss_rollouts']),
             'kl_ref': div(S['loss_kl_ref'], S['loss_tokens']), 'approx_kl': div(S['loss_approx_kl'], S['loss_tokens']),
             'sampler_logp_gap': div(S['logp_gap'], S['loss_tokens']),
             'skipped_groups': n_skipped, 'gen_tokens_per_s': div(S['gen_tokens'], ts),
@@ -388,7 +392,7 @@ def log_line(row):
     return (f"step {row['step']}: acc {row['accuracy']:.3f} R_main {row['reward_main']:.3f} "
             f"R_ctrl {row['reward_ctrl']:.3f} think {row['think_tokens'] or 0:.0f} "
             f"ratio {row['realized_ratio'] or 0:.2f} | {hist} | clip {row['clip_frac'] or 0:.3f} "
-            f"ent {row['entropy'] or 0:.2f} skip {row['skipped_groups']:.0f} | "
+            f"ent {row['entropy'] or 0:.2f} ctrl {row['ctrl_entropy'] or 0:.2f} skip {row['skipped_groups']:.0f} | "
             f"sample {row['time_sample_s']:.1f}s train {row['time_train_s']:.1f}s")
 
 
@@ -463,7 +467,9 @@ def main():
     autocast = make_autocast(device, amp)
     reward_kw = dict(max_new_tokens=max_new_tokens, reward_overrides=reward_overrides, use_mode_term=use_mode_term)
     update_kw = dict(mu=mu, micro_batch_tokens=micro_batch_tokens, grad_clip=grad_clip, temperature=temperature,
-                     eps_low=eps_low, eps_high=eps_high, kl_coef=kl_coef, autocast=autocast)
+                     eps_low=eps_low, eps_high=eps_high, kl_coef=kl_coef, autocast=autocast,
+                     ctrl_entropy_coef=ctrl_entropy_coef,
+                     budget_ids=torch.tensor([tok.budget_ids[m] for m in FIXED_MODES], device=device))
     bar = tqdm(total=max_iters, initial=step, disable=rank != 0, desc='chrpo')
     metrics_path = os.path.join(out_dir, 'metrics.jsonl')
     while step < max_iters:

@@ -58,7 +58,7 @@ from common import (all_reduce_sum, append_jsonl, barrier, cleanup_dist, epoch_p
                     is_main, iter_jsonl, load_train_state, print0, read_jsonl_tolerant, rng_state,
                     save_checkpoint, seed_everything, set_rng_state, setup_dist, write_jsonl)
 from configurator import config_snapshot
-from data import pad_batch, record_to_sft_example, result_digit_weights, token_classes
+from data import pad_batch, record_to_sft_example, target_weights, token_classes
 from tokenizer import load_tokenizer
 from model import Qwen3, Qwen3Config, resolve_model_dir, trained_vocab_size
 from optim import DTYPES, adamw, autocast_dtype as resolve_autocast_dtype, lr_at, make_autocast
@@ -75,6 +75,8 @@ tokenizer_path = 'out/data/tokenizer'   # tokenizer.load_tokenizer path (adds th
 default_mode = 'none'          # budget mode for records without a 'mode' field
 max_len = 512                  # examples longer than this many tokens are truncated (counted)
 result_digit_weight = 1.0      # loss weight of the digits right after '=' (a CoT's computed results); 1 = plain CE
+operand_digit_weight = 1.0     # loss weight of every other digit target (operands, the answer); 1 = plain CE
+budget_choice_weight = 1.0     # loss weight of a POLICY answer's chosen budget (its first token, after <COMP_AUTO>)
 # model size when init_from == 'scratch' (vocab comes from the tokenizer)
 n_layer = 4                    # transformer blocks
 n_embd = 256                   # hidden size
@@ -337,12 +339,13 @@ def train_log_row(step, lr, sums, elapsed, device, world, flops_per_token, peak_
     return row
 
 
-def accumulate_gradients(model, micro, n_global, world, fsdp, autocast, classes=None, result_weight=1.0):
+def accumulate_gradients(model, micro, n_global, world, fsdp, autocast, classes=None, loss_weights=None):
     """Forward and backward of one step's micro-batches [(x, y, n_tokens)] on this rank, each
     mean loss weighted by its share of the N_global supervised tokens of the step, so the
     gradients sum to those of the global token mean. With `classes` (data.token_classes), each
-    result digit's CE counts result_weight times. Returns the (weighted) CE summed over this
-    rank's supervised tokens."""
+    target's CE is weighted by data.target_weights(..., **loss_weights): result digits, other
+    digits and a POLICY answer's chosen budget token count more. Returns the (weighted) CE
+    summed over this rank's supervised tokens."""
     step_loss = 0.0
     for k, (x, y, _) in enumerate(micro):
         last_micro = k == len(micro) - 1
@@ -351,7 +354,7 @@ def accumulate_gradients(model, micro, n_global, world, fsdp, autocast, classes=
         if fsdp:
             model.set_requires_gradient_sync(last_micro)
         n_valid = (y != -100).sum().item()
-        weights = result_digit_weights(x, y, classes, result_weight) if classes is not None else None
+        weights = target_weights(x, y, classes, **loss_weights) if classes is not None else None
         with sync_ctx:
             with autocast:
                 loss = model(x, targets=y, target_weights=weights)
@@ -380,8 +383,10 @@ def main():
            f'x {world} ranks; autocast {amp}')
     train_config = config_snapshot(globals())
     train_config['max_iters'] = n_iters
-    # digit / space / '=' per token id, on the batches' device (indexed by their token ids)
-    classes = token_classes(tok).to(device) if result_digit_weight != 1.0 else None
+    # per-class loss weights; digit / space / '=' / budget per token id, on the batches' device
+    loss_weights = dict(result_weight=result_digit_weight, operand_weight=operand_digit_weight,
+                        budget_weight=budget_choice_weight)
+    classes = token_classes(tok).to(device) if set(loss_weights.values()) != {1.0} else None
 
     # ---- model, memory plan, state (resume beats init_from)
     ckpt = find_checkpoint(out_dir) if resume else None
@@ -430,7 +435,7 @@ def main():
                  for k in range(accum)]
         n_local = sum((y != -100).sum().item() for _, y, _ in micro)
         n_global = all_reduce_sum([n_local], device)[0]
-        sums[0] += accumulate_gradients(model, micro, n_global, world, fsdp, autocast, classes, result_digit_weight)
+        sums[0] += accumulate_gradients(model, micro, n_global, world, fsdp, autocast, classes, loss_weights)
         sums[1] += sum(n_tok for _, _, n_tok in micro)
         sums[2] += n_local
         if grad_clip > 0:

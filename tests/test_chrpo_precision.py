@@ -186,6 +186,57 @@ def test_activation_checkpointing_gives_the_same_update_gradient(monkeypatch):
     torch.testing.assert_close(ckpt, plain, atol=1e-7, rtol=1e-5)
 
 # -----------------------------------------------------------------------------
+# the budget choice's entropy bonus (ctrl_entropy_coef)
+
+BUDGET_IDS = torch.tensor([5, 6, 7, 8, 9])  # five token ids standing in for <COMP_20> .. <COMP_100>
+
+
+def test_control_entropy_is_the_first_response_tokens_entropy_over_the_budget_tokens():
+    # reference: full logits from the model's own forward, float64, the budget columns only
+    model, rollouts, T = tiny_model(), random_rollouts(6, seed=5), 0.8
+    x, y = cl.pack_rollouts(rollouts, 0, 'cpu', keys=())
+    _, _, hidden = cl.token_logprobs(model, model.lm_head.weight, x, y.flatten(), T, make_autocast('cpu', 'float32'),
+                                     with_entropy=True)
+    got = cl.control_entropy(hidden, model.lm_head.weight, y, BUDGET_IDS, T)
+    with torch.no_grad():
+        logits = model(x).double()
+    for b, r in enumerate(rollouts):
+        p = torch.softmax(logits[b, len(r['prompt_ids']) - 1, BUDGET_IDS] / T, -1)  # predicts response token 0
+        assert abs(got[b].item() - float(-(p * p.log()).sum())) < 1e-5
+    assert got.requires_grad
+
+
+def ctrl_bonus_update(coef, micro_batch_tokens):
+    """One plain gradient step (lr 1.0) of a tiny model on rollouts with zero advantages: only the
+    bonus can move it. Returns the gradient and the mean control entropy before and after."""
+    model, rollouts = tiny_model(), random_rollouts(8, seed=6)
+    for r in rollouts:
+        r['token_adv'] = [0.0] * len(r['tokens'])
+    x, y = cl.pack_rollouts(rollouts, 0, 'cpu', keys=())
+
+    def mean_entropy():
+        with torch.no_grad():
+            hidden = model(x, return_hidden=True)
+            return cl.control_entropy(hidden, model.lm_head.weight, y, BUDGET_IDS, 1.0).mean().item()
+    before, spy = mean_entropy(), GradSpy(model)
+    torch.manual_seed(0)
+    cl.policy_update(model, model, None, spy, rollouts, 1, 0, 'cpu', mu=1, micro_batch_tokens=micro_batch_tokens,
+                     grad_clip=1e9, **dict(LOSS, temperature=1.0), ctrl_entropy_coef=coef, budget_ids=BUDGET_IDS)
+    with torch.no_grad():
+        for p, g in zip(model.parameters(), torch.split(spy.grads[0], [p.numel() for p in model.parameters()])):
+            p -= 1.0 * g.view_as(p)
+    return spy.grads[0], before, mean_entropy()
+
+
+def test_ctrl_entropy_bonus_raises_the_budget_choice_entropy_and_nothing_else_moves_without_it():
+    grad, before, after = ctrl_bonus_update(0.5, 10_000)
+    assert after > before + 1e-4
+    split_grad, _, _ = ctrl_bonus_update(0.5, 8)  # one micro-batch per rollout: the same gradient
+    torch.testing.assert_close(split_grad, grad, atol=1e-7, rtol=1e-5)
+    off, before_off, after_off = ctrl_bonus_update(0.0, 10_000)
+    assert off.abs().max() == 0 and after_off == before_off
+
+# -----------------------------------------------------------------------------
 # finding 5: the effective batch does not depend on the world size
 
 

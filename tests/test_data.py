@@ -227,12 +227,44 @@ def test_result_digit_weights_fall_on_exactly_the_digits_after_equals(built):
         spans = [m.span(1) for m in re.finditer(r'= ?(\d+)', text)]
         expected = [any(a <= s and e <= b for a, b in spans) for s, e in offsets[1:]]
         x, y = torch.tensor([ids[:-1]]), torch.tensor([ids[1:]])
-        w = data.result_digit_weights(x, y, classes, 4.0)[0]
+        w = data.target_weights(x, y, classes, result_weight=4.0)[0]
         assert w.tolist() == [4.0 if hit else 1.0 for hit in expected], text
     assert w[-1] == 4.0  # '= 9': the 9 is a result
     y[0, -1] = -100  # an ignored target: weight 1, whatever came before it
-    assert data.result_digit_weights(x, y, classes, 4.0)[0, -1] == 1.0
+    assert data.target_weights(x, y, classes, result_weight=4.0)[0, -1] == 1.0
 
+
+def test_operand_digit_weights_fall_on_every_other_digit(built):
+    # reference: every digit char of the text, minus the "= c" result digits (regex), by token offsets
+    tok = built[2]
+    classes = data.token_classes(tok)
+    for text in [r['cot'] for r in built[1]['train'][:20]] + ['Tom has 27 cards. 27 - 8 = 19. the answer is 19.']:
+        ids, offsets = tok.encode_with_offsets(text)
+        results = [m.span(1) for m in re.finditer(r'= ?(\d+)', text)]
+        x, y = torch.tensor([ids[:-1]]), torch.tensor([ids[1:]])
+        w = data.target_weights(x, y, classes, result_weight=4.0, operand_weight=2.0)[0]
+        expected = [4.0 if any(a <= s and e <= b for a, b in results) else 2.0 if text[s:e].isdigit() else 1.0
+                    for s, e in offsets[1:]]
+        assert w.tolist() == expected, text
+    assert w.tolist().count(2.0) == 7 and w.tolist().count(4.0) == 2  # 27, 27, 8, 19 (the answer); 19 (result)
+
+
+
+def test_budget_choice_weight_falls_on_exactly_a_policy_answers_chosen_budget(built):
+    # a POLICY item's chosen <COMP_40> (its first answer token) gets the weight; a fixed-mode item
+    # holds its <COMP_40> twice in the prompt (the question's and the mirrored prefix), never as a target
+    tok = built[2]
+    classes = data.token_classes(tok)
+    rec = built[1]['train'][0]
+    policy = data.record_to_sft_example(dict(rec, mode='auto', chosen='0.4'), tok)
+    fixed = data.record_to_sft_example(dict(rec, mode='0.4'), tok)
+    x, y = data.pad_batch([policy, fixed], tok.pad_id)
+    w = data.target_weights(x, y, classes, budget_weight=7.0)
+    chosen_id, auto_id = tok.token_to_id('<COMP_40>'), tok.token_to_id('<COMP_AUTO>')
+    assert (x[0] == auto_id).sum() == 1 and (x[1] == chosen_id).sum() == 2 and (y[1] == chosen_id).sum() == 0
+    assert w[0].tolist() == [7.0 if t == chosen_id else 1.0 for t in y[0].tolist()]
+    assert (w[0] == 7.0).sum() == 1
+    assert (w[1] == 1.0).all()
 
 def test_special_and_budget_tokens_are_single_ids(built):
     tok = built[2]
