@@ -6,7 +6,8 @@ model. Not run directly:
     from chrpo_loss import policy_update
     stats = policy_update(ddp_model, model, ref_model, optimizer, rollouts, world, pad_id, device,
                           mu=2, micro_batch_tokens=16384, grad_clip=1.0, temperature=1.0,
-                          eps_low=0.2, eps_high=0.28, kl_coef=0.0, autocast=autocast)
+                          eps_low=0.2, eps_high=0.28, kl_coef=0.0, autocast=autocast,
+                          ctrl_entropy_coef=0.0, budget_ids=budget_ids)
 
 Loss per response token t of rollout i, rho = exp(logp_new - logp_old):
     l_t = -min(rho * A_t, clip(rho, 1 - eps_low, 1 + eps_high) * A_t)  [+ kl_coef * k3_t]
@@ -83,12 +84,16 @@ def token_logprobs(model, head_weight, x, flat_y, temperature, autocast, with_en
 def control_entropy(hidden, head_weight, y, budget_ids, temperature):
     """[B] entropy (nats) of each rollout's control token, the first response token, over the budget
     tokens alone: H = -sum_b p_b log p_b, p = softmax(h W_budget^T / T) with h the hidden state
-    that predicts it (the first target position of y [B, T]). Differentiable, fp32: the bonus
-    that keeps the budget choice exploring (micro_batch_loss)."""
+    that predicts it (the first target position of y [B, T]; 0 for a row without targets).
+    Differentiable, fp32: the bonus that keeps the budget choice exploring (micro_batch_loss).
+    The softmax is renormalized over the budget tokens, so the bonus spreads probability among
+    the budgets; it does not raise their total (a first token that is no budget is R_ctrl's
+    business: it earns the minimum)."""
+    has_target = (y != -100).any(1)
     first = (y != -100).int().argmax(1)
     h = hidden[torch.arange(y.shape[0], device=y.device), first].float()
     logp = (h @ head_weight[budget_ids].float().T / temperature).log_softmax(-1)
-    return -(logp.exp() * logp).sum(-1)
+    return -(logp.exp() * logp).sum(-1) * has_target
 
 
 def micro_batch_loss(ddp_model, raw_model, ref_model, rollouts, global_tokens, world, pad_id, device, *,
@@ -124,8 +129,10 @@ def micro_batch_loss(ddp_model, raw_model, ref_model, rollouts, global_tokens, w
         loss_tok = loss_tok + kl_coef * kl_tok
     loss_sum = (loss_tok * mask).sum()
     if budget_ids is not None:  # the budget choice's entropy: a stat, and with ctrl_entropy_coef a bonus
-        h_ctrl = control_entropy(hidden, raw_model.lm_head.weight, y, budget_ids, temperature)
-        loss_sum = loss_sum - ctrl_entropy_coef * h_ctrl.sum() if ctrl_entropy_coef else loss_sum
+        with nullcontext() if ctrl_entropy_coef else torch.no_grad():
+            h_ctrl = control_entropy(hidden, raw_model.lm_head.weight, y, budget_ids, temperature)
+        if ctrl_entropy_coef:
+            loss_sum = loss_sum - ctrl_entropy_coef * h_ctrl.sum()
         stats.update(ctrl_entropy=h_ctrl.detach().sum().item(), rollouts=len(rollouts))
     loss = loss_sum / global_tokens * world
     m = mask.float()
@@ -180,7 +187,9 @@ def policy_update(ddp_model, model, ref_model, optimizer, rollouts, world, pad_i
     rollouts ('prompt_ids', 'tokens', 'token_adv'), each mini-batch in micro-batches of at most
     micro_batch_tokens padded tokens, grad norm clipped to grad_clip (loss: micro_batch_loss).
     Every rank must call it, even with no rollouts: an empty micro-batch runs a zero-loss pass so
-    DDP's all-reduce stays in step. Returns summed stats (loss_*, logp_gap, grad_norm)."""
+    DDP's all-reduce stays in step. budget_ids ([5] token ids of <COMP_20> .. <COMP_100>) turns on
+    the control-entropy stat, and ctrl_entropy_coef > 0 its bonus. Returns summed stats (loss_*,
+    logp_gap, grad_norm)."""
     stats = Counter()
     model.train()
     rollouts = [rollouts[i] for i in torch.randperm(len(rollouts)).tolist()]

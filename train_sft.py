@@ -15,10 +15,12 @@ Run:
     python train_sft.py config/tiny_sft.py --resume=True           # continue a killed run
 
 The optimizer step (token-level mean over the whole global batch):
-    loss = sum_{micro, rank} sum_{t: y_t != -100} CE_t / N_global
+    loss = sum_{micro, rank} sum_{t: y_t != -100} w_t CE_t / N_global
 where N_global is the number of supervised tokens in the step across all micro-batches and
-ranks (counted before the forward passes), so every supervised token weighs the same however
-the tokens fall into micro-batches. AdamW (fused on CUDA), lr: linear warmup then cosine to
+ranks (counted before the forward passes), so a token weighs the same however the tokens fall
+into micro-batches; w_t is 1, or data.target_weights' class weight (result_digit_weight,
+operand_digit_weight, budget_choice_weight) for the few tokens that carry the arithmetic and
+the POLICY decision. AdamW (fused on CUDA), lr: linear warmup then cosine to
 min_lr_ratio * learning_rate, grad clip (optim.py). Precision: fp32 master weights, gradients
 and AdamW state; bf16 only inside autocast (`autocast_dtype`, 'auto' = bf16 on CUDA, fp32 on CPU).
 
@@ -354,7 +356,7 @@ def accumulate_gradients(model, micro, n_global, world, fsdp, autocast, classes=
         if fsdp:
             model.set_requires_gradient_sync(last_micro)
         n_valid = (y != -100).sum().item()
-        weights = target_weights(x, y, classes, **loss_weights) if classes is not None else None
+        weights = target_weights(x, y, classes, **(loss_weights or {})) if classes is not None else None
         with sync_ctx:
             with autocast:
                 loss = model(x, targets=y, target_weights=weights)
@@ -386,7 +388,7 @@ def main():
     # per-class loss weights; digit / space / '=' / budget per token id, on the batches' device
     loss_weights = dict(result_weight=result_digit_weight, operand_weight=operand_digit_weight,
                         budget_weight=budget_choice_weight)
-    classes = token_classes(tok).to(device) if set(loss_weights.values()) != {1.0} else None
+    classes = token_classes(tok).to(device) if any(w != 1.0 for w in loss_weights.values()) else None
 
     # ---- model, memory plan, state (resume beats init_from)
     ckpt = find_checkpoint(out_dir) if resume else None

@@ -15,7 +15,7 @@ activation_checkpointing = False
 result_digit_weight = 5.0     # as config/tiny_base.py and config/tiny_sft.py
 budget_choice_weight = 10.0   # a POLICY item's one decision token counts 10x: at 1x the round learned the labels' majority
                               # more than their split by difficulty, and CHRPO's choice then settled by seed (seed 1337:
-                              # 0.2 for 62%, seed 2: 0.4 for all, 29% apart in think tokens); at 10x both seeds' CHRPO
+                              # 0.2 for 62% of samples, seed 2: 0.4 for all, 29% apart in think tokens); at 10x both seeds' CHRPO
                               # chose 0.2 for 1-step and 0.4 for 2-5 step questions, 79 / 75 think tokens (README, Choices)
 compile = True                # compiled blocks + bf16 autocast, as config/tiny_sft.py; the inductor
 autocast_dtype = 'bfloat16'   # cache is warm from the earlier stages (its first 10 steps: 9 s)

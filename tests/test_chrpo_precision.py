@@ -204,6 +204,8 @@ def test_control_entropy_is_the_first_response_tokens_entropy_over_the_budget_to
         p = torch.softmax(logits[b, len(r['prompt_ids']) - 1, BUDGET_IDS] / T, -1)  # predicts response token 0
         assert abs(got[b].item() - float(-(p * p.log()).sum())) < 1e-5
     assert got.requires_grad
+    y[2] = -100  # a row without targets has no control token: entropy 0, not a prompt position's
+    assert cl.control_entropy(hidden, model.lm_head.weight, y, BUDGET_IDS, T)[2] == 0
 
 
 def ctrl_bonus_update(coef, micro_batch_tokens):

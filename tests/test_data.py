@@ -217,7 +217,7 @@ def test_digits_are_single_tokens(built):
     assert digit_tokens == list('1234567')
 
 
-def test_result_digit_weights_fall_on_exactly_the_digits_after_equals(built):
+def test_result_weights_fall_on_exactly_the_digits_after_equals(built):
     # reference: the char spans of "= c" results found by a regex, mapped to tokens by their offsets
     tok = built[2]
     texts = [r['cot'] for r in built[1]['train'][:40]] + ['x =5, 1,200 = 7 and 3 + 4 = 12345678 = y', '= 9']
@@ -249,7 +249,6 @@ def test_operand_digit_weights_fall_on_every_other_digit(built):
     assert w.tolist().count(2.0) == 7 and w.tolist().count(4.0) == 2  # 27, 27, 8, 19 (the answer); 19 (result)
 
 
-
 def test_budget_choice_weight_falls_on_exactly_a_policy_answers_chosen_budget(built):
     # a POLICY item's chosen <COMP_40> (its first answer token) gets the weight; a fixed-mode item
     # holds its <COMP_40> twice in the prompt (the question's and the mirrored prefix), never as a target
@@ -265,6 +264,7 @@ def test_budget_choice_weight_falls_on_exactly_a_policy_answers_chosen_budget(bu
     assert w[0].tolist() == [7.0 if t == chosen_id else 1.0 for t in y[0].tolist()]
     assert (w[0] == 7.0).sum() == 1
     assert (w[1] == 1.0).all()
+
 
 def test_special_and_budget_tokens_are_single_ids(built):
     tok = built[2]
