@@ -89,8 +89,8 @@ def control_entropy(hidden, head_weight, y, budget_ids, temperature):
     The softmax is renormalized over the budget tokens, so the bonus spreads probability among
     the budgets; it does not raise their total (a first token that is no budget is R_ctrl's
     business: it earns the minimum)."""
-    has_target = (y != -100).any(1)
-    first = (y != -100).int().argmax(1)
+    targets = y != -100
+    has_target, first = targets.any(1), targets.int().argmax(1)
     h = hidden[torch.arange(y.shape[0], device=y.device), first].float()
     logp = (h @ head_weight[budget_ids].float().T / temperature).log_softmax(-1)
     return -(logp.exp() * logp).sum(-1) * has_target

@@ -301,7 +301,6 @@ def token_classes(tok):
     (spaces around it allowed), to a fixed budget token (<COMP_20> .. <COMP_100>), or to anything
     else. Qwen's pre-tokenizer writes numbers one digit a token,
     so " 27 + 11 = 38." is [' ', '2', '7', ' +', ' ', '1', '1', ' =', ' ', '3', '8', '.']."""
-    fixed_budgets = {BUDGET_TOKENS[m] for m in FIXED_MODES}
     classes = torch.zeros(len(tok), dtype=torch.int8)
     for i in range(len(tok)):
         s = tok.decode([i])
@@ -311,8 +310,7 @@ def token_classes(tok):
             classes[i] = TOKEN_SPACE
         elif s.strip() == '=':
             classes[i] = TOKEN_EQUALS
-        elif s in fixed_budgets:
-            classes[i] = TOKEN_BUDGET
+    classes[[tok.budget_ids[m] for m in FIXED_MODES]] = TOKEN_BUDGET
     return classes
 
 
