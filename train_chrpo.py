@@ -42,6 +42,7 @@ rollouts decode with, refreshed after every update. Memory: memplan.chrpo_plan i
 before anything runs, and the run refused when a phase does not fit (`memory_budget_gb`).
 """
 import copy
+import json
 import math
 import os
 import time
@@ -102,6 +103,7 @@ eps_high = 0.28                    # clip range above 1 (clip-higher, DAPO)
 kl_coef = 0.0                      # k3 KL to the frozen initial model; 0 = off (no reference kept)
 ctrl_entropy_coef = 0.0            # bonus on the budget choice's entropy (control token, over the 5 budget tokens), in
                                    # units of one token's loss: a group only compares budgets its rollouts chose
+ctrl_token_weight = 1.0            # the control token's surrogate counts this many tokens (its advantage x this)
 # rewards (rewards.py DEFAULTS are used for anything not in reward_overrides)
 reward_overrides = {}              # e.g. {'kappa': 0.3, 'lambda_under': 0.8}
 use_ctrl_reward = True             # False = the "without R_ctrl" ablation
@@ -116,6 +118,8 @@ autocast_dtype = 'auto'            # 'auto' = bf16 on CUDA, fp32 (off) on CPU; a
 activation_checkpointing = False   # recompute each block in backward (much less activation memory)
 memory_budget_gb = 0.0             # GiB a device the memory plan must fit; 0 = the CUDA device's (CPU: no check)
 log_interval = 1                   # steps between printed lines (metrics.jsonl gets every step)
+save_rollouts = False              # also append every rollout's budget, ratio, rewards and advantages to
+                                   # {out_dir}/rollouts.jsonl (one row per rollout; for reading what RL rewards)
 
 
 # -----------------------------------------------------------------------------
@@ -234,17 +238,19 @@ def group_advantages(rewards_in_group, std_floor=0.0):
     return ((t - t.mean()) / (max(float(std), std_floor) + 1e-6)).tolist()
 
 
-def token_advantages(n_tokens, a_main, a_ctrl, use_ctrl=True):
+def token_advantages(n_tokens, a_main, a_ctrl, use_ctrl=True, ctrl_weight=1.0):
     """Per-token advantages of one response: the control token (index 0) gets A_ctrl only,
-    every other token A_main. Without R_ctrl every token gets A_main."""
+    every other token A_main. Without R_ctrl every token gets A_main. The control token's
+    advantage is scaled by ctrl_weight: the surrogate is linear in A (the clip side depends on
+    its sign only), so this counts the budget choice as ctrl_weight tokens of the loss."""
     adv = [a_main] * n_tokens
-    if n_tokens and use_ctrl:
-        adv[0] = a_ctrl
+    if n_tokens:
+        adv[0] = (a_ctrl if use_ctrl else a_main) * ctrl_weight
     return adv
 
 
 def score_groups(samples, items, teacher, group_size, reward_kw, adv_std_floor, use_ctrl_reward,
-                 skip_uniform_groups):
+                 skip_uniform_groups, ctrl_token_weight=1.0):
     """Rewards and group-normalized advantages of one step's rollouts (samples: group_size rows
     per item, in item order). reward_kw goes to rollout_reward. Returns (rollouts to train on,
     each with 'token_adv'; number of skipped groups; Counter of reward/length sums; Counter
@@ -258,6 +264,7 @@ def score_groups(samples, items, teacher, group_size, reward_kw, adv_std_floor, 
         r_main = [x[0] for x in rs]
         r_ctrl = [x[1] for x in rs]
         for s, (rm, rc, info) in zip(group, rs):
+            s.update(r_main=rm, r_ctrl=rc, ratio=info['r'], valid=info['valid'], g_star=teacher[item['id']].get('g_star'))
             stats['n'] += 1
             stats['r_main'] += rm
             stats['r_ctrl'] += rc
@@ -277,11 +284,29 @@ def score_groups(samples, items, teacher, group_size, reward_kw, adv_std_floor, 
             skipped += 1
             continue
         for s, am, ac in zip(group, a_main, a_ctrl):
+            s.update(a_main=am, a_ctrl=ac)
             if not s['tokens']:
                 continue
-            s['token_adv'] = token_advantages(len(s['tokens']), am, ac, use_ctrl_reward)
+            s['token_adv'] = token_advantages(len(s['tokens']), am, ac, use_ctrl_reward, ctrl_token_weight)
             rollouts.append(s)
     return rollouts, skipped, stats, budget_hist
+
+
+def rollout_rows(step, samples):
+    """One small row per rollout for {out_dir}/rollouts.jsonl (save_rollouts): what it chose,
+    how long it thought, and what each reward and advantage made of it (a skipped group's
+    rollouts have advantage 0)."""
+    keys = ('id', 'difficulty', 'budget', 'g_star', 'correct', 'valid', 'think_tokens', 'ratio',
+            'r_main', 'r_ctrl', 'a_main', 'a_ctrl')
+    return [{'step': step, **{k: s.get(k, 0.0 if k.startswith('a_') else None) for k in keys}} for s in samples]
+
+
+def keep_rows_upto(path, step):
+    """Rewrite a rollouts.jsonl without the rows of steps after `step` (a resumed run replays them)."""
+    if os.path.exists(path):
+        rows = [r for r in read_jsonl_tolerant(path) if r['step'] <= step]
+        with open(path, 'w') as f:
+            f.write(''.join(json.dumps(r) + '\n' for r in rows))
 
 
 # -----------------------------------------------------------------------------
@@ -470,6 +495,9 @@ def main():
                      eps_low=eps_low, eps_high=eps_high, kl_coef=kl_coef, autocast=autocast,
                      ctrl_entropy_coef=ctrl_entropy_coef,
                      budget_ids=torch.tensor([tok.budget_ids[m] for m in FIXED_MODES], device=device))
+    rollouts_path = os.path.join(out_dir, 'rollouts.jsonl' if rank == 0 else f'rollouts.rank{rank}.jsonl')
+    if save_rollouts:  # after a resume the steps past the checkpoint run again: drop their old rows
+        keep_rows_upto(rollouts_path, step)
     bar = tqdm(total=max_iters, initial=step, disable=rank != 0, desc='chrpo')
     metrics_path = os.path.join(out_dir, 'metrics.jsonl')
     while step < max_iters:
@@ -488,7 +516,8 @@ def main():
         # ---- rewards and group-normalized advantages (uniform groups dropped)
         t1 = time.time()
         rollouts, skipped, stats, budget_hist = score_groups(samples, my_items, teacher, group_size, reward_kw,
-                                                             adv_std_floor, use_ctrl_reward, skip_uniform_groups)
+                                                             adv_std_floor, use_ctrl_reward, skip_uniform_groups,
+                                                             ctrl_token_weight)
         # ---- logp_old, then mu mini-batch updates, micro-batched, token-normalized over the global mini-batch
         stats.update(policy_update(ddp_model, model, ref_model, optimizer, rollouts, world, tok.pad_id, device,
                                    **update_kw))
@@ -498,6 +527,8 @@ def main():
         bar.update(1)
 
         row = step_metrics(step, lr, stats, budget_hist, skipped, t_sample, t_train, world, mu, device)
+        if save_rollouts:  # every rank its own file: rollouts.jsonl, rollouts.rank1.jsonl, ...
+            append_jsonl(rollouts_path, *rollout_rows(step, samples))
         if rank == 0:
             append_jsonl(metrics_path, row)
             if step % log_interval == 0:

@@ -20,6 +20,9 @@ temperature = 0.7             # rollouts (and the loss) at the evaluation's temp
                               # model rambles (realized ratios 1.25-1.46 at <COMP_100>) and RL tunes a policy nobody runs
 learning_rate = 1e-4
 mu = 2
+ctrl_token_weight = 40.0      # the budget choice counts as 40 of a rollout's ~90 response tokens: at 1 the body's
+                              # updates pulled the choice to <COMP_40> against R_ctrl (2-step questions, where 0.2
+                              # earns more R_ctrl, went 59% -> 6% 0.2); 97.3 / 97.2 against 96.2 / 96.2 (README, Choices)
 micro_batch_tokens = 16384    # padded tokens per forward/backward: ~32 rollouts of ~450 tokens
 activation_checkpointing = False
 eps_low = 0.2

@@ -81,8 +81,8 @@ MUTATIONS = [
      'a_ctrl = group_advantages(r_ctrl, adv_std_floor)', [LOOP]),
     ('train_chrpo.py', 'if skip_uniform_groups and not any(a_main) and not any(a_ctrl):',
      'if skip_uniform_groups and not any(a_main):', [LOOP]),
-    ('train_chrpo.py', "token_advantages(len(s['tokens']), am, ac, use_ctrl_reward)",
-     "token_advantages(len(s['tokens']), ac, am, use_ctrl_reward)", [LOOP]),
+    ('train_chrpo.py', "token_advantages(len(s['tokens']), am, ac, use_ctrl_reward, ctrl_token_weight)",
+     "token_advantages(len(s['tokens']), ac, am, use_ctrl_reward, ctrl_token_weight)", [LOOP]),
     ('train_chrpo.py', 'group = samples[qi * group_size:(qi + 1) * group_size]',
      'group = samples[qi:qi + group_size]', [LOOP]),
     # ---- CHRPO: the loss

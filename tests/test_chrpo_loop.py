@@ -256,8 +256,9 @@ def loop_run(tok, tmp_path, monkeypatch):
     return run
 
 
-def expected_token_advantages(tok, use_ctrl=True):
-    """{question index: [per-rollout token advantages]} for the groups that must be kept."""
+def expected_token_advantages(tok, use_ctrl=True, ctrl_weight=1.0):
+    """{question index: [per-rollout token advantages]} for the groups that must be kept
+    (the control token's advantage times ctrl_weight)."""
     want = {}
     for qi, (g_star, ref, gold, group) in enumerate(SCRIPT):
         rs = [hand_rewards(g_star, ref, gold, *ro) for ro in group]
@@ -265,7 +266,7 @@ def expected_token_advantages(tok, use_ctrl=True):
         a_ctrl = norm([x[1] for x in rs]) if use_ctrl else [0.0] * G
         if not any(a_main) and not any(a_ctrl):
             continue
-        want[qi] = [[ac if use_ctrl else am] + [am] * (len(rollout_ids(tok, *ro)) - 1)
+        want[qi] = [[(ac if use_ctrl else am) * ctrl_weight] + [am] * (len(rollout_ids(tok, *ro)) - 1)
                     for ro, am, ac in zip(group, a_main, a_ctrl)]
     return want
 
@@ -317,6 +318,45 @@ def test_one_real_step_without_ctrl_reward_gives_control_token_a_main(loop_run, 
     for qi, advs in want.items():
         for g, adv in zip(got[f'q{qi}'], advs):
             assert g == pytest.approx(adv, abs=1e-6)
+
+
+def test_control_token_weight_scales_only_the_control_advantage(loop_run, tok):
+    """ctrl_token_weight multiplies the control token's advantage (R_ctrl's, or A_main's without
+    R_ctrl) and leaves every think and answer token's A_main as it was."""
+    for use_ctrl in (True, False):
+        res = loop_run(ctrl_token_weight=3.0, use_ctrl_reward=use_ctrl)
+        want = expected_token_advantages(tok, use_ctrl=use_ctrl, ctrl_weight=3.0)
+        got = {}
+        for r in res['seen']:
+            got.setdefault(r['id'], []).append(r['token_adv'])
+        assert sorted(got) == [f'q{qi}' for qi in sorted(want)]
+        for qi, advs in want.items():
+            for g, adv in zip(got[f'q{qi}'], advs):
+                assert g == pytest.approx(adv, abs=1e-6)
+
+
+def test_saved_rollouts_hold_hand_computed_rewards_and_survive_a_resume(loop_run, tok, tmp_path):
+    """save_rollouts writes one row per rollout with its chosen budget, ratio, both rewards and
+    both (unweighted) advantages; a resumed run drops the rows of the steps it replays."""
+    loop_run(save_rollouts=True, ctrl_token_weight=3.0)
+    path = tmp_path / 'out' / 'rollouts.jsonl'
+    rows = [json.loads(l) for l in path.read_text().splitlines()]
+    assert len(rows) == G * len(SCRIPT) and {r['step'] for r in rows} == {1}
+    for qi, (g_star, ref, gold, group) in enumerate(SCRIPT):
+        got = [r for r in rows if r['id'] == f'q{qi}']
+        hand = [hand_rewards(g_star, ref, gold, *ro) for ro in group]
+        a_main, a_ctrl = norm([h[0] for h in hand]), norm([h[1] for h in hand])
+        kept = any(a_main) or any(a_ctrl)
+        for r, ro, h, am, ac in zip(got, group, hand, a_main, a_ctrl):
+            assert r['budget'] == ro[0] and r['g_star'] == g_star
+            assert (r['r_main'], r['r_ctrl'], r['ratio']) == pytest.approx(h)
+            assert (r['a_main'], r['a_ctrl']) == pytest.approx((am, ac) if kept else (0.0, 0.0), abs=1e-6)
+    # a later step's rows, as a run killed after writing them but before its checkpoint leaves them
+    with open(path, 'a') as f:
+        f.write(json.dumps({**rows[0], 'step': 2}) + '\n')
+    loop_run(save_rollouts=True, resume=True, max_iters=2)
+    steps = [json.loads(l)['step'] for l in path.read_text().splitlines()]
+    assert steps == [1] * len(rows) + [2] * len(rows)
 
 
 def test_one_real_step_improves_the_rewarded_rollout(loop_run, tok):
