@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job: the whole Extra-CoT method on the embedded synthetic default, end to end.
 #
-#   bash speedrun.sh            # full run (2-core CPU: about 33 minutes), writes out/report.md
+#   bash speedrun.sh            # full run (2-core CPU: about 34 minutes), writes out/report.md
 #   bash speedrun.sh --smoke    # same stages, minuscule sizes (< 2 minutes), writes out_smoke/report.md
 #   bash speedrun.sh --paper    # then the paper's comparisons: a TokenSkip-style baseline and the CHRPO
 #                               # ablations, added to the same summary.json, report.md and plot

@@ -22,6 +22,10 @@ temperature = 1.0                     # ours: rollouts at T=1, top_p=1 (unbiased
 learning_rate = 1e-6                  # ours
 warmup_iters = 10                     # ours
 mu = 2                                # ours: mini-batch updates per rollout batch
+ctrl_token_weight = 1.0               # ours, untuned here: the tiny run needed 40 (README, Choices) to keep its budget
+                                      # choice on R_ctrl against ~90 body tokens; here a rollout has ~1000s. Read the
+                                      # choice's share by difficulty from save_rollouts before raising it
+save_rollouts = True                  # rollouts.jsonl: ~250 bytes a rollout, ~130 KB a step
 micro_batch_tokens = 16384            # padded tokens per forward/backward per GPU (~4 rollouts of 4.6k)
 activation_checkpointing = True       # without it the update needs 85-91 GiB (52 GiB of activations)
 sample_batch_size = 64                # rollout rows decoded at once per GPU: 8 questions x 8 (the KV cache)
