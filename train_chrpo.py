@@ -27,7 +27,9 @@ Two phases:
        A_ctrl_i = (R_ctrl_i - mean_g R_ctrl) / (max(std_g R_ctrl, adv_std_floor) + 1e-6)
    Placement: A_ctrl goes to the control token (response token 0) only, A_main to every
    other response token. Without R_ctrl (ablation `use_ctrl_reward=False`) the control
-   token gets A_main like the rest.
+   token gets A_main like the rest. Either way the control token's advantage is multiplied
+   by `ctrl_token_weight`: one token among a rollout's many, the budget choice otherwise
+   drifts with the body's updates instead of following its reward (README, Choices).
    Groups where both rewards are equal for all G rollouts carry no signal: they are dropped
    from the batch (not just zero-weighted, so their tokens do not dilute the token-level
    normalization) and counted in `skipped_groups`.
@@ -252,7 +254,8 @@ def token_advantages(n_tokens, a_main, a_ctrl, use_ctrl=True, ctrl_weight=1.0):
 def score_groups(samples, items, teacher, group_size, reward_kw, adv_std_floor, use_ctrl_reward,
                  skip_uniform_groups, ctrl_token_weight=1.0):
     """Rewards and group-normalized advantages of one step's rollouts (samples: group_size rows
-    per item, in item order). reward_kw goes to rollout_reward. Returns (rollouts to train on,
+    per item, in item order). reward_kw goes to rollout_reward; the control token's advantage is
+    weighted by ctrl_token_weight (token_advantages). Returns (rollouts to train on,
     each with 'token_adv'; number of skipped groups; Counter of reward/length sums; Counter
     of chosen budgets)."""
     rollouts, skipped = [], 0
@@ -264,7 +267,8 @@ def score_groups(samples, items, teacher, group_size, reward_kw, adv_std_floor, 
         r_main = [x[0] for x in rs]
         r_ctrl = [x[1] for x in rs]
         for s, (rm, rc, info) in zip(group, rs):
-            s.update(r_main=rm, r_ctrl=rc, ratio=info['r'], valid=info['valid'], g_star=teacher[item['id']].get('g_star'))
+            s.update(r_main=rm, r_ctrl=rc, ratio=info['r'], valid=info['valid'],
+                     g_star=teacher[item['id']].get('g_star'))  # kept for save_rollouts
             stats['n'] += 1
             stats['r_main'] += rm
             stats['r_ctrl'] += rc
