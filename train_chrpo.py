@@ -44,7 +44,6 @@ rollouts decode with, refreshed after every update. Memory: memplan.chrpo_plan i
 before anything runs, and the run refused when a phase does not fit (`memory_budget_gb`).
 """
 import copy
-import json
 import math
 import os
 import time
@@ -59,7 +58,7 @@ import memplan
 import rewards
 from common import (all_reduce_sum, append_jsonl, barrier, cleanup_dist, epoch_permutation, find_checkpoint,
                     load_train_state, print0, read_jsonl, read_jsonl_tolerant, rng_state, save_checkpoint,
-                    seed_everything, set_rng_state, setup_dist)
+                    seed_everything, set_rng_state, setup_dist, write_jsonl)
 from configurator import config_snapshot
 from data import BUDGETS, FIXED_MODES, mode_name
 from tokenizer import load_tokenizer
@@ -263,12 +262,13 @@ def score_groups(samples, items, teacher, group_size, reward_kw, adv_std_floor, 
     budget_hist = Counter()
     for qi, item in enumerate(items):
         group = samples[qi * group_size:(qi + 1) * group_size]
-        rs = [rollout_reward(s, teacher[item['id']], **reward_kw) for s in group]
+        t_row = teacher[item['id']]
+        rs = [rollout_reward(s, t_row, **reward_kw) for s in group]
         r_main = [x[0] for x in rs]
         r_ctrl = [x[1] for x in rs]
         for s, (rm, rc, info) in zip(group, rs):
             s.update(r_main=rm, r_ctrl=rc, ratio=info['r'], valid=info['valid'],
-                     g_star=teacher[item['id']].get('g_star'))  # kept for save_rollouts
+                     g_star=t_row.get('g_star'))  # kept for save_rollouts
             stats['n'] += 1
             stats['r_main'] += rm
             stats['r_ctrl'] += rc
@@ -308,9 +308,7 @@ def rollout_rows(step, samples):
 def keep_rows_upto(path, step):
     """Rewrite a rollouts.jsonl without the rows of steps after `step` (a resumed run replays them)."""
     if os.path.exists(path):
-        rows = [r for r in read_jsonl_tolerant(path) if r['step'] <= step]
-        with open(path, 'w') as f:
-            f.write(''.join(json.dumps(r) + '\n' for r in rows))
+        write_jsonl(path, [r for r in read_jsonl_tolerant(path) if r['step'] <= step])
 
 
 # -----------------------------------------------------------------------------
