@@ -218,23 +218,25 @@ def sft_plan(cfg, batch_size, max_len, dtype, fsdp, world, activation_checkpoint
 
 
 def chrpo_plan(cfg, rollout_prompts, group_size, micro_batch_tokens, prompt_len, max_new_tokens, top_p, dtype,
-               world, activation_checkpointing=False, kl_coef=0.0, teacher_prompts=0, teacher_samples=1):
-    """train_chrpo.py: fp32 master weights + AdamW under `dtype` autocast, a `dtype` sampling
-    copy for rollouts, a frozen `dtype` reference when kl_coef > 0. rollout_prompts: questions
+               world, activation_checkpointing=False, kl_coef=0.0, teacher_prompts=0, teacher_samples=1,
+               sample_dtype=None):
+    """train_chrpo.py: fp32 master weights + AdamW under `dtype` autocast, a `sample_dtype`
+    (default: `dtype`) sampling copy for rollouts, a frozen reference in it when kl_coef > 0. rollout_prompts: questions
     decoded at once on this GPU (prompts_per_decode); teacher_prompts: the teacher pass's,
     teacher_samples each, at every budget in turn. An update's micro-batch holds up to
     micro_batch_tokens padded tokens, or one rollout of up to prompt_len + max_new_tokens."""
     c = _dtype_bytes(dtype, 'dtype')
     train = training_rows(cfg, max(micro_batch_tokens, prompt_len + max_new_tokens), 4, c, activation_checkpointing,
                           False, world, 'micro_batch_tokens', shard_key='')
-    ref = [_row('frozen reference model', param_counts(cfg)['total'] * c, 'kl_coef')] if kl_coef > 0 else []
+    cs = _dtype_bytes(sample_dtype or dtype, 'sample_dtype')
+    ref = [_row('frozen reference model', param_counts(cfg)['total'] * cs, 'kl_coef')] if kl_coef > 0 else []
     rollouts = _resident(train, 'training state') + ref + sampling_rows(
-        cfg, c, c, rollout_prompts * group_size, rollout_prompts, prompt_len, max_new_tokens, top_p,
+        cfg, cs, cs, rollout_prompts * group_size, rollout_prompts, prompt_len, max_new_tokens, top_p,
         'sample_batch_size, max_new_tokens', weights='weights (sampling copy)')
     phases = {'rollouts': rollouts, 'update': train[:-1] + ref + train[-1:]}
     if teacher_prompts:  # the fp32 policy stays resident beside the sampling copy the teacher pass decodes with
         phases['teacher labels'] = train[:1] + sampling_rows(
-            cfg, c, c, teacher_prompts * teacher_samples, teacher_prompts, prompt_len, max_new_tokens, top_p,
+            cfg, cs, cs, teacher_prompts * teacher_samples, teacher_prompts, prompt_len, max_new_tokens, top_p,
             'sample_batch_size, teacher_chunk, teacher_samples, max_new_tokens', weights='weights (sampling copy)')
     return phases
 

@@ -74,11 +74,12 @@ def make_autocast(device, name):
     return torch.autocast(torch.device(device).type, dtype=DTYPES[name], enabled=name != 'float32')
 
 
-def sampling_copy(model, amp):
-    """The model to sample (decode) with: the fp32 model itself when autocast is off ('float32'),
-    else a frozen copy in the autocast dtype (half the weight and KV-cache bytes of fp32
-    decoding). refresh_sampling_copy keeps it equal to the master weights."""
-    if amp == 'float32':
+def sampling_copy(model, amp, separate=False):
+    """The model to sample (decode) with: the fp32 model itself when autocast is off ('float32')
+    and not `separate` (e.g. the training model's blocks get compiled), else a frozen copy in
+    `amp` (bf16: half the weight and KV-cache bytes of fp32 decoding). refresh_sampling_copy
+    keeps it equal to the master weights."""
+    if amp == 'float32' and not separate:
         return model
     return copy.deepcopy(model).to(DTYPES[amp]).eval().requires_grad_(False)
 

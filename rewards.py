@@ -19,7 +19,8 @@ teacher budget g* (None: all-fail question), correct, valid (check_integrity).
 
   huber(x)  = x^2 / (2 delta)        if |x| <= delta          (smooth-L1, slope 1 outside)
             = |x| - delta / 2        otherwise
-  cal(c, r) = w_cal * huber(max(0, |r - c| - band))           0 inside the band
+  cal(c, r) = w_center * min(|r - c|, band)                   a gentle pull toward c inside
+            + w_cal * huber(max(0, |r - c| - band))           the band, Huber past it
   mode      = min(kappa, w_short * (1 - r))                   correct: shorter earns more,
                                                               capped at kappa (progress capping)
             = -w_mode * lambda_under    incorrect, c < g*     safe shortening: failing below
@@ -43,8 +44,8 @@ teacher budget g* (None: all-fail question), correct, valid (check_integrity).
     incorrect, c >= g*:  -lambda_over                         ... this (lambda_under > lambda_over)
 
 Defaults (DEFAULTS below) are ours, not the paper's; every one can be overridden by keyword:
-band 0.1, huber_delta 0.05, w_cal 1.0, w_short 0.1, kappa 0.06, w_mode 0.5, lambda_under 0.6,
-lambda_over 0.2, tier_clip 0.45, invalid_reward -1.0.
+band 0.1, huber_delta 0.05, w_cal 1.0, w_center 0.0, w_short 0.1, kappa 0.06, w_mode 0.5,
+lambda_under 0.6, lambda_over 0.2, tier_clip 0.45, invalid_reward -1.0.
 
 Honest budgets (why calibration outweighs shortness): R_main is credited to the think and
 answer tokens, not to the control token, so whatever it pays for short thinking teaches the
@@ -63,6 +64,19 @@ teacher), and R_main's calibration penalty just past the band is small (0.025 at
 0.15). Without r, one seed's CHRPO named <COMP_20> for every question and thought at about
 0.35 (mean |r - c| 0.153): the control token was paid for a budget the thinking ignored. So
 a correct answer that left c's band earns the control token what a wrong one at c earns.
+
+Centered budgets (w_center, off by default): with w_center = 0, R_main is flat inside the band
+below r = 0.4 (no calibration penalty there, and the shortness bonus is already at its cap
+kappa), so nothing holds the <COMP_20> mode's thinking at 0.2 while slightly longer thinking is
+slightly more often right. In CHRPO on the embedded default its r drifted from 0.21 to
+0.27-0.29, a third of those answers crossed the band's edge, the kept-budget rule above failed
+them in R_ctrl, and in some runs the control token left <COMP_20> (one: every question at
+<COMP_40> by step 40). w_center > w_short makes r = c the best place inside the band
+(`test_centering_pays_most_for_thinking_at_the_chosen_budget`): at 0.5 the 0.2 mode stayed at
+r = 0.20-0.24 and kept its questions, but CHRPO then sent more 3-step questions to <COMP_20>
+(their teacher budget) at a cost in accuracy, below the goal in one run of four (README,
+Known gaps). The in-band slope is capped at band, so the honest-budgets order holds for any
+w_center >= 0.
 
 Degenerate output (is_degenerate): with at least degen_min_tokens tokens, either fewer than
 degen_min_distinct of its 4-grams are distinct (the text is mostly a copy of itself), or it
@@ -83,6 +97,7 @@ DEFAULTS = dict(
     band=0.1,               # |r - c| <= band is calibrated: no penalty
     huber_delta=0.05,       # Huber (smooth-L1) switch from quadratic to linear
     w_cal=1.0,              # weight of the calibration penalty (slope past the band: > w_short, see below)
+    w_center=0.0,           # slope of the calibration penalty inside the band (> w_short: r = c is best there)
     w_short=0.1,            # shortness bonus per unit of (1 - r) for correct rollouts
     kappa=0.06,             # progress cap: most a correct rollout earns for being short
     w_mode=0.5,             # scale of the incorrect-rollout mode penalty inside R_main
@@ -187,12 +202,14 @@ def huber(x, delta):
 
 
 def calibration_penalty(c, r, **overrides):
-    """w_cal * huber(max(0, |r - c| - band)): 0 inside the band; 0 when c or r is None."""
+    """w_center * min(|r - c|, band) + w_cal * huber(max(0, |r - c| - band)): linear inside the
+    band (0 with w_center = 0), Huber past it; 0 when c or r is None."""
     cfg = _cfg(overrides, "calibration_penalty")
     if c is None or r is None:
         return 0.0
-    excess = max(0.0, abs(r - c) - cfg["band"])
-    return cfg["w_cal"] * huber(excess, cfg["huber_delta"])
+    off = abs(r - c)
+    excess = max(0.0, off - cfg["band"])
+    return cfg["w_center"] * min(off, cfg["band"]) + cfg["w_cal"] * huber(excess, cfg["huber_delta"])
 
 
 def mode_term(correct, c, r, g_star, **overrides):

@@ -115,7 +115,10 @@ adv_std_floor = 0.25               # group std is floored here before dividing (
 seed = 1337                        # sampling seeds and the question order
 ckpt_interval = 10                 # steps between checkpoints
 resume = False                     # continue from {out_dir}/ckpt
-autocast_dtype = 'auto'            # 'auto' = bf16 on CUDA, fp32 (off) on CPU; also the sampling copy's dtype
+autocast_dtype = 'auto'            # the update's autocast: 'auto' = bf16 on CUDA, fp32 (off) on CPU
+sample_dtype = 'auto'              # the sampling copy's dtype (rollouts, teacher pass, KL reference); 'auto' = the
+                                   # autocast dtype. fp32 sampling beside a bf16 update: exact behaviour log-probs
+compile = False                    # torch.compile the blocks for the update (model.compile_blocks; dynamic shapes)
 activation_checkpointing = False   # recompute each block in backward (much less activation memory)
 memory_budget_gb = 0.0             # GiB a device the memory plan must fit; 0 = the CUDA device's (CPU: no check)
 log_interval = 1                   # steps between printed lines (metrics.jsonl gets every step)
@@ -326,12 +329,12 @@ def step_questions(n_items, step, per_step, run_seed):
     return out
 
 
-def initial_model(sample_model, ckpt, init_from, amp, device):
+def initial_model(sample_model, ckpt, init_from, sample_amp, device):
     """The initial (SFT) policy in the sampling dtype, for the teacher pass and the KL reference:
     the sampling copy before any update, or init_from reloaded when resuming from `ckpt`."""
     if ckpt is None:
         return sample_model
-    return Qwen3.from_pretrained(init_from, dtype=DTYPES[amp], device=device).eval().requires_grad_(False)
+    return Qwen3.from_pretrained(init_from, dtype=DTYPES[sample_amp], device=device).eval().requires_grad_(False)
 
 
 def rollouts_per_update(questions_per_step, group_size, mu, world):
@@ -445,9 +448,10 @@ def main():
     rank, world, _, device = setup_dist()
     seed_everything(seed + rank)
     amp = resolve_autocast_dtype(autocast_dtype, device)
+    sample_amp = amp if sample_dtype == 'auto' else resolve_autocast_dtype(sample_dtype, device, 'sample_dtype')
     per_rank, per_update = rollouts_per_update(questions_per_step, group_size, mu, world)
     print0(f'{per_update} rollouts per update ({questions_per_step} questions x {group_size} / mu {mu}), '
-           f'{per_rank} questions per rank; autocast {amp}')
+           f'{per_rank} questions per rank; update autocast {amp}, sampling in {sample_amp}')
     t_path = teacher_path or os.path.join(out_dir, 'teacher_budgets.jsonl')
     config = config_snapshot(globals())
 
@@ -461,16 +465,16 @@ def main():
         model.config, memplan.prompts_per_decode(per_rank, group_size, sample_batch_size), group_size,
         micro_batch_tokens, prompt_len, max_new_tokens, top_p, amp, world, activation_checkpointing, kl_coef,
         memplan.prompts_per_decode(math.ceil(teacher_chunk / world), teacher_samples, sample_batch_size),
-        teacher_samples)
+        teacher_samples, sample_amp)
     runs = {'teacher': ['teacher labels'], 'train': ['rollouts', 'update']}.get(stage, list(phases))
     memplan.check({k: v for k, v in phases.items() if k in runs}, memplan.budget_bytes(device, memory_budget_gb),
                   'train_chrpo', print_fn=print0)
     os.makedirs(out_dir, exist_ok=True)
-    sample_model = sampling_copy(model, amp)
+    sample_model = sampling_copy(model, sample_amp, separate=compile)  # before compile: the sampler runs eager
 
     # ---- phase 1: teacher budgets (from the initial SFT model; skipped when cached and complete)
     if stage in ('teacher', 'all'):
-        teacher_model = initial_model(sample_model, ckpt, init_from, amp, device)
+        teacher_model = initial_model(sample_model, ckpt, init_from, sample_amp, device)
         compute_teacher_budgets(teacher_model, tok, items, t_path, rank, world, teacher_samples=teacher_samples,
                                 teacher_solve_share=teacher_solve_share, teacher_temperature=teacher_temperature,
                                 teacher_top_p=teacher_top_p, teacher_chunk=teacher_chunk,
@@ -486,8 +490,11 @@ def main():
     # the KL reference is the initial policy, also after a resume (a copy: the sampling copy moves on)
     ref_model = None
     if kl_coef > 0:
-        ref_model = copy.deepcopy(initial_model(sample_model, ckpt, init_from, amp, device)).eval().requires_grad_(False)
-    model.set_activation_checkpointing(activation_checkpointing)  # before DDP wraps it
+        ref_model = copy.deepcopy(initial_model(sample_model, ckpt, init_from, sample_amp, device))
+        ref_model.eval().requires_grad_(False)
+    model.set_activation_checkpointing(activation_checkpointing)  # before compile and DDP
+    if compile:
+        model.compile_blocks()  # in place: checkpoints keep plain state_dict keys
     ddp_model = DDP(model) if world > 1 else model
     optimizer = adamw(model, learning_rate, weight_decay, (0.9, 0.95), fused=device.type == 'cuda')
     step = resume_state(ckpt, optimizer, rank) if ckpt else 0

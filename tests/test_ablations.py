@@ -14,7 +14,7 @@ import pytest
 import rewards
 import train_chrpo as tc
 
-C = dict(band=0.05, huber_delta=0.2, w_cal=0.7, w_short=0.9, kappa=0.35, w_mode=0.6,
+C = dict(band=0.05, huber_delta=0.2, w_cal=0.7, w_center=0.0, w_short=0.9, kappa=0.35, w_mode=0.6,
          lambda_under=0.55, lambda_over=0.15, tier_clip=0.4, invalid_reward=-1.3)  # non-default constants
 GRID = list(itertools.product([True, False], [True, False], [None, 0.2, 0.6, 1.0], [0.05, 0.3, 0.65, 1.2],
                               [None, 0.4, 0.8]))  # correct, valid, c, r, g*

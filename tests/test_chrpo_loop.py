@@ -24,7 +24,7 @@ from model import Qwen3, Qwen3Config
 from tokenizer import train_tokenizer
 
 # distinct, non-default reward constants
-C = dict(band=0.05, huber_delta=0.2, w_cal=0.7, w_short=0.9, kappa=0.35, w_mode=0.6,
+C = dict(band=0.05, huber_delta=0.2, w_cal=0.7, w_center=0.0, w_short=0.9, kappa=0.35, w_mode=0.6,
          lambda_under=0.55, lambda_over=0.15, tier_clip=0.4, invalid_reward=-1.3)
 T = 0.7          # rollout temperature (not 1, so a loss at the wrong temperature shows)
 MAX_NEW = 48     # rollout length cap: the realized-ratio denominator without ref_full_len
@@ -217,10 +217,11 @@ def loop_run(tok, tmp_path, monkeypatch):
     (tmp_path / 'teacher.jsonl').write_text(''.join(
         json.dumps({'id': it['id'], 'g_star': s[0], 'ref_full_len': s[1]}) + '\n' for it, s in zip(items, SCRIPT)))
     prompt_of = {tuple(evaluate.build_prompts(tok, [it], 'auto')[0]): i for i, it in enumerate(items)}
-    calls, seen = [], []
+    calls, seen, sampled_with = [], [], []
 
     def scripted_generate(model, prompts, n=1, temperature=1.0, top_p=1.0, **kw):
         calls.append({'n': n, 'temperature': temperature, 'top_p': top_p, 'max_new_tokens': kw['max_new_tokens']})
+        sampled_with.append((model, {k: v.clone() for k, v in model.state_dict().items()}))
         outs = []
         for p_i, p in enumerate(prompts):
             for c, k, given, stopped in SCRIPT[prompt_of[tuple(p)]][3]:
@@ -252,7 +253,8 @@ def loop_run(tok, tmp_path, monkeypatch):
         seen.clear()
         out = tc.main()
         rows = [json.loads(l) for l in (tmp_path / 'out' / 'metrics.jsonl').read_text().splitlines()]
-        return {'model': out, 'init': model, 'seen': list(seen), 'calls': calls, 'metrics': rows[-1]}
+        return {'model': out, 'init': model, 'seen': list(seen), 'calls': calls, 'metrics': rows[-1],
+                'sampled_with': sampled_with}
     return run
 
 
@@ -357,6 +359,24 @@ def test_saved_rollouts_hold_hand_computed_rewards_and_survive_a_resume(loop_run
     loop_run(save_rollouts=True, resume=True, max_iters=2)
     steps = [json.loads(l)['step'] for l in path.read_text().splitlines()]
     assert steps == [1] * len(rows) + [2] * len(rows)
+
+
+def test_bf16_compiled_update_samples_from_an_exact_fp32_copy(loop_run, monkeypatch):
+    """autocast_dtype='bfloat16' with sample_dtype='float32' and compile: the blocks of the
+    training model are compiled, the sampler gets a separate fp32 copy (not the compiled model)
+    that equals the master weights exactly after each step, and the update's bf16 log-probs
+    differ from the fp32 behaviour log-probs by a little (the metric reads it), not by nothing."""
+    compiled = []
+    monkeypatch.setattr(Qwen3, 'compile_blocks', lambda self: compiled.append(self) or self)  # no inductor in tests
+    res = loop_run(max_iters=2, autocast_dtype='bfloat16', sample_dtype='float32', compile=True)
+    trained, (sampled, step1) = res['model'], res['sampled_with'][-1]  # step 2 sampled with step 1's weights
+    assert compiled == [trained] and sampled is not trained
+    assert all(p.dtype == torch.float32 for p in sampled.parameters())
+    assert any(not torch.equal(step1[k], v) for k, v in res['init'].state_dict().items())
+    for k, v in trained.state_dict().items():
+        assert torch.equal(sampled.state_dict()[k], v), k  # refreshed after step 2, unrounded
+    assert 0 < res['metrics']['sampler_logp_gap'] < 0.05
+    assert loop_run()['metrics']['sampler_logp_gap'] < 1e-5  # fp32 update: the same numbers as the sampler's
 
 
 def test_one_real_step_improves_the_rewarded_rollout(loop_run, tok):

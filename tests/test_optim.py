@@ -78,6 +78,8 @@ def test_sampling_copy_follows_the_master_weights_in_its_dtype():
                       num_key_value_heads=1, head_dim=8, max_position_embeddings=64, rope_theta=1e4)
     model = Qwen3(cfg).init_weights(0)
     assert optim.sampling_copy(model, 'float32') is model  # no copy without autocast
+    separate = optim.sampling_copy(model, 'float32', separate=True)  # e.g. beside compiled training blocks
+    assert separate is not model and all(p.dtype == torch.float32 and not p.requires_grad for p in separate.parameters())
     copy = optim.sampling_copy(model, 'bfloat16')
     assert all(p.dtype == torch.bfloat16 and not p.requires_grad for p in copy.parameters())
     with torch.no_grad():

@@ -37,7 +37,8 @@ def _constant_sets(n=30):
     for _ in range(n):
         w_short = rng.uniform(0.02, 0.3)
         yield dict(w_short=w_short, w_cal=rng.uniform(w_short * 1.5, 2.0), huber_delta=rng.uniform(0.005, 0.05),
-                   kappa=rng.uniform(0.02, 0.2), band=rng.choice([0.05, 0.08, 0.1]))
+                   kappa=rng.uniform(0.02, 0.2), band=rng.choice([0.05, 0.08, 0.1]),
+                   w_center=rng.choice([0.0, rng.uniform(0.0, 1.0)]))
 
 
 @pytest.mark.parametrize('cfg', list(_constant_sets()))
@@ -76,7 +77,7 @@ def test_under_running_the_chosen_budget_never_pays(cfg):
 def test_earlier_constants_violated_it_which_is_why_they_changed():
     # a correct c = 1.0 rollout at r = 0.76 netted +0.027, more than meeting the budget (r = 1.0),
     # and r = 0.8 (outside the band) beat the band's own edge r = 0.9
-    old = dict(w_cal=0.5, huber_delta=0.1, w_short=0.3, kappa=0.2)
+    old = dict(w_cal=0.5, huber_delta=0.1, w_short=0.3, kappa=0.2, w_center=0.0)
     assert r_main(True, True, 1.0, 0.76, None, **old) == pytest.approx(1.027)
     assert r_main(True, True, 1.0, 0.76, None, **old) > r_main(True, True, 1.0, 1.0, None, **old)
     assert r_main(True, True, 1.0, 0.8, None, **old) > r_main(True, True, 1.0, 0.9, None, **old)

@@ -11,7 +11,7 @@ import pytest
 from rewards import r_ctrl, r_main, rollout_rewards
 
 # distinct, non-default constants (every one differs from the others used in a formula)
-C = dict(band=0.05, huber_delta=0.2, w_cal=0.7, w_short=0.9, kappa=0.35, w_mode=0.6,
+C = dict(band=0.05, huber_delta=0.2, w_cal=0.7, w_center=0.0, w_short=0.9, kappa=0.35, w_mode=0.6,
          lambda_under=0.55, lambda_over=0.15, tier_clip=0.4, invalid_reward=-1.3)
 
 
@@ -38,6 +38,19 @@ C = dict(band=0.05, huber_delta=0.2, w_cal=0.7, w_short=0.9, kappa=0.35, w_mode=
 ])
 def test_r_main_equals_hand_computed_value(correct, c, r, g_star, expected, why):
     assert r_main(correct, True, c, r, g_star, **C) == pytest.approx(expected, abs=1e-12), why
+
+
+@pytest.mark.parametrize('correct, c, r, g_star, expected, why', [
+    # w_center 0.45: inside the band (|0.42 - 0.4| = 0.02) the penalty is 0.45 * 0.02 = 0.009 -> 1.35 - 0.009
+    (True, 0.4, 0.42, 0.6, 1.341, 'linear pull toward c inside the band'),
+    (True, 0.4, 0.38, 0.6, 1.341, 'the same pull from below'),
+    # past the band the in-band part is spent: 0.45 * 0.05 = 0.0225, plus cal 0.175; mode 0.18 -> 1 - 0.0175
+    (True, 0.4, 0.8, None, 0.9825, 'in-band part capped at band, then Huber'),
+    # incorrect, all-fail question: 0.0225 + 0.245
+    (False, 0.8, 0.3, None, -0.2675, 'calibration only'),
+])
+def test_r_main_with_centering_equals_hand_computed_value(correct, c, r, g_star, expected, why):
+    assert r_main(correct, True, c, r, g_star, **{**C, 'w_center': 0.45}) == pytest.approx(expected, abs=1e-12), why
 
 
 def test_r_main_tier_clip_from_above_and_invalid_reward():

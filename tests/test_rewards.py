@@ -100,15 +100,16 @@ def test_hierarchy_correct_beats_incorrect_beats_invalid(use_mode_term):
     assert min(tiers["incorrect"]) > max(tiers["invalid"])
 
 
-def test_calibration_zero_inside_band_and_huber_outside():
+@pytest.mark.parametrize("w_center", [0.0, 0.37])
+def test_calibration_linear_inside_band_and_huber_outside(w_center):
     rng = random.Random(2)
     delta, band, w = DEFAULTS["huber_delta"], DEFAULTS["band"], DEFAULTS["w_cal"]
     for _ in range(N_DRAWS):
         c, r = rng.choice(BUDGETS), rng.uniform(0.0, 2.0)
-        pen = calibration_penalty(c, r)
+        pen = calibration_penalty(c, r, w_center=w_center) - w_center * min(abs(r - c), band)
         excess = abs(r - c) - band
         if excess <= 0:
-            assert pen == 0.0
+            assert pen == pytest.approx(0.0, abs=1e-15)
         else:
             # independent reference: torch's smooth-L1 with beta = delta
             ref = w * torch.nn.functional.smooth_l1_loss(
@@ -117,24 +118,42 @@ def test_calibration_zero_inside_band_and_huber_outside():
             assert pen == pytest.approx(ref, abs=1e-12)
             assert pen > 0
     # quadratic just past the band (doubling the excess quadruples it), linear far away
-    p1, p2 = calibration_penalty(0.4, 0.4 + band + delta / 4), calibration_penalty(0.4, 0.4 + band + delta / 2)
+    edge = calibration_penalty(0.4, 0.4 + band, w_center=w_center)
+    p1 = calibration_penalty(0.4, 0.4 + band + delta / 4, w_center=w_center) - edge
+    p2 = calibration_penalty(0.4, 0.4 + band + delta / 2, w_center=w_center) - edge
     assert p2 == pytest.approx(4 * p1)
-    far = [calibration_penalty(0.2, 0.2 + band + delta + k * 0.1) for k in range(4)]
+    far = [calibration_penalty(0.2, 0.2 + band + delta + k * 0.1, w_center=w_center) for k in range(4)]
     steps = [b - a for a, b in zip(far, far[1:])]
     assert steps == pytest.approx([w * 0.1] * 3)
 
 
-def test_calibration_moves_r_main_only_outside_band():
+def test_without_centering_calibration_moves_r_main_only_outside_band():
     rng = random.Random(3)
     for _ in range(N_DRAWS):
         c, g = rng.choice(BUDGETS), rng.choice(BUDGETS + [None])
         r_in = c + rng.uniform(-0.1, 0.1)
         r_in2 = c + rng.uniform(-0.1, 0.1)
         # incorrect: the mode term does not depend on r, so R_main is flat inside the band
-        assert r_main(False, True, c, max(r_in, 0), g) == r_main(False, True, c, max(r_in2, 0), g)
+        assert r_main(False, True, c, max(r_in, 0), g, w_center=0) == r_main(False, True, c, max(r_in2, 0), g, w_center=0)
         r_out = c + rng.choice([-1, 1]) * rng.uniform(0.15, 0.6)
         if r_out >= 0:
-            assert r_main(False, True, c, r_out, g) < r_main(False, True, c, max(r_in, 0), g)
+            assert r_main(False, True, c, r_out, g, w_center=0) < r_main(False, True, c, max(r_in, 0), g, w_center=0)
+
+
+@pytest.mark.parametrize("w_center", [0.15, 0.5, 1.0])
+def test_centering_pays_most_for_thinking_at_the_chosen_budget(w_center):
+    # w_center > w_short: inside its band a correct rollout earns most at r = c and less the
+    # further r strays either way, so RL has no flat stretch to drift along toward the band's
+    # edge (where the control token's kept-budget rule starts failing it)
+    band = DEFAULTS["band"]
+    assert w_center > DEFAULTS["w_short"]
+    for c in BUDGETS:
+        for g in (None, 0.4):
+            offs = [k * band / 10 for k in range(11)]
+            above = [r_main(True, True, c, c + d, g, w_center=w_center) for d in offs]
+            below = [r_main(True, True, c, c - d, g, w_center=w_center) for d in offs]
+            assert all(a > b for a, b in zip(above, above[1:])), (c, above)
+            assert all(a > b for a, b in zip(below, below[1:])), (c, below)
 
 
 def test_shortness_smaller_ratio_earns_more_capped_at_kappa():
@@ -147,8 +166,8 @@ def test_shortness_smaller_ratio_earns_more_capped_at_kappa():
         assert m1 >= m2 and m1 <= kappa
         if DEFAULTS["w_short"] * (1 - r1) < kappa and r1 < r2:  # below the cap: strictly more
             assert m1 > m2
-        # with calibration neutral (both inside the band) R_main follows the same order
-        v1, v2 = r_main(True, True, c, r1, g), r_main(True, True, c, r2, g)
+        # with calibration neutral (both inside the band, no centering) R_main follows the same order
+        v1, v2 = r_main(True, True, c, r1, g, w_center=0), r_main(True, True, c, r2, g, w_center=0)
         assert v1 >= v2 and v1 <= 1.0 + kappa
     # the bonus saturates: any two very short ratios earn exactly kappa
     assert mode_term(True, 0.2, 0.05, None) == mode_term(True, 0.2, 0.15, None) == kappa
@@ -205,7 +224,8 @@ def test_rollout_rewards_and_overrides():
     # R_main = 1 + min(kappa, w_short * 0.6) = 1.18, R_ctrl = 1 - (c - g*) = 1
     assert rollout_rewards(True, True, 0.4, 0.4, 0.4, kappa=0.3, w_short=0.3) == pytest.approx((1.18, 1.0))
     assert r_main(False, False, None, None, None, invalid_reward=-1.7) == -1.7
-    assert r_main(True, True, 0.2, 0.1, None, kappa=0.05) == pytest.approx(1.05)
+    assert r_main(True, True, 0.2, 0.1, None, kappa=0.05, w_center=0) == pytest.approx(1.05)
+    assert r_main(True, True, 0.2, 0.1, None, kappa=0.05, w_center=0.3) == pytest.approx(1.05 - 0.03)
     assert mode_term(False, 0.2, 0.2, 0.8, use_mode_term=False) == 0.0
     with pytest.raises(KeyError, match="kapa"):
         r_main(True, True, 0.2, 0.2, None, kapa=0.1)
