@@ -36,7 +36,7 @@ teacher budget g* (None: all-fail question), correct, valid (check_integrity).
   "without R_ctrl" is the trainer's switch):
             = -2 * max(lambda_under, lambda_over)             c None: the minimum possible
     g* None:  [correct] - lambda_under * (1 - c)              rapid recovery: increasing in c
-    correct,   c >= g*:  1 - (c - g*)                         c == g* is best here
+    correct,   c >= g*:  1 - w_over * (c - g*)                c == g* is best here
     correct,   c <  g*:  1 + min(kappa, g* - c)               beat the teacher, capped at kappa
     correct, |r - c| > band:  as incorrect (the two lines below)  kept budgets: an answer that
                                                               thought past c's band earns c nothing
@@ -103,6 +103,7 @@ DEFAULTS = dict(
     w_mode=0.5,             # scale of the incorrect-rollout mode penalty inside R_main
     lambda_under=0.6,       # failing with c < g* (compressed below the teacher budget)
     lambda_over=0.2,        # failing with c >= g* (milder: the budget was not the problem)
+    w_over=1.0,             # R_ctrl's price of a correct answer's budget above g*, per unit of budget
     tier_clip=0.45,         # |shaping| bound inside a correctness tier (< 0.5 keeps tiers apart)
     invalid_reward=-1.0,    # R_main of a rollout that fails the integrity checks
     use_mode_term=True,     # False: the "without R_mode" ablation
@@ -258,7 +259,7 @@ def r_ctrl(c, g_star, correct, r=None, **overrides):
     under = c < g_star - 1e-9
     kept = r is None or abs(r - c) <= cfg["band"] + 1e-9
     if correct and kept:
-        return 1.0 + min(kappa, g_star - c) if under else 1.0 - (c - g_star)
+        return 1.0 + min(kappa, g_star - c) if under else 1.0 - cfg["w_over"] * (c - g_star)
     return -lam_u * (1.0 + (g_star - c)) if under else -lam_o
 
 

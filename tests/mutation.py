@@ -38,6 +38,7 @@ MUTATIONS = [
     ('rewards.py', 'cfg["w_cal"] * huber(excess, cfg["huber_delta"])',
      'cfg["w_cal"] * huber(excess, cfg["band"])', [RV]),
     ('rewards.py', 'cfg["w_center"] * min(off, cfg["band"])', 'cfg["w_center"] * off', [RV]),
+    ('rewards.py', 'else 1.0 - cfg["w_over"] * (c - g_star)', 'else 1.0 - (c - g_star)', [RV]),
     ('rewards.py', 'min(cfg["kappa"], cfg["w_short"] * (1.0 - r))',
      'min(cfg["kappa"], cfg["w_short"] * max(0.0, 1.0 - r))', [RV]),
     ('rewards.py', 'lam = cfg["lambda_under"] if c < g_star - 1e-9 else cfg["lambda_over"]',

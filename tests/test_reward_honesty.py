@@ -38,7 +38,7 @@ def _constant_sets(n=30):
         w_short = rng.uniform(0.02, 0.3)
         yield dict(w_short=w_short, w_cal=rng.uniform(w_short * 1.5, 2.0), huber_delta=rng.uniform(0.005, 0.05),
                    kappa=rng.uniform(0.02, 0.2), band=rng.choice([0.05, 0.08, 0.1]),
-                   w_center=rng.choice([0.0, rng.uniform(0.0, 1.0)]))
+                   w_center=rng.choice([0.0, rng.uniform(0.0, 1.0)]), w_over=rng.uniform(0.1, 1.0))
 
 
 @pytest.mark.parametrize('cfg', list(_constant_sets()))

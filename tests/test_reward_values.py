@@ -97,6 +97,13 @@ def test_r_ctrl_with_realized_ratio_equals_hand_computed_value(c, g_star, correc
     assert r_ctrl(c, g_star, correct, r, **C) == pytest.approx(expected, abs=1e-12), why
 
 
+def test_r_ctrl_prices_a_budget_above_the_teacher_at_w_over():
+    # correct and kept, c = 0.8 over g* = 0.4: 1 - w_over * 0.4; w_over does not touch c < g* or a failure
+    assert r_ctrl(0.8, 0.4, True, 0.82, **{**C, 'w_over': 0.3}) == pytest.approx(1 - 0.3 * 0.4)
+    assert r_ctrl(0.2, 0.4, True, 0.23, **{**C, 'w_over': 0.3}) == pytest.approx(1.2)
+    assert r_ctrl(0.8, 0.4, False, 0.82, **{**C, 'w_over': 0.3}) == pytest.approx(-0.15)
+
+
 def test_r_ctrl_without_control_token_uses_the_larger_lambda():
     assert r_ctrl(None, 0.4, False, **{**C, 'lambda_under': 0.1, 'lambda_over': 0.3}) == pytest.approx(-0.6)
 
