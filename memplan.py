@@ -221,8 +221,8 @@ def chrpo_plan(cfg, rollout_prompts, group_size, micro_batch_tokens, prompt_len,
                world, activation_checkpointing=False, kl_coef=0.0, teacher_prompts=0, teacher_samples=1,
                sample_dtype=None):
     """train_chrpo.py: fp32 master weights + AdamW under `dtype` autocast, a `sample_dtype`
-    (default: `dtype`) sampling copy for rollouts, a frozen reference in it when kl_coef > 0. rollout_prompts: questions
-    decoded at once on this GPU (prompts_per_decode); teacher_prompts: the teacher pass's,
+    (default: `dtype`) sampling copy for rollouts, a frozen reference in it when kl_coef > 0.
+    rollout_prompts: questions decoded at once on this GPU (prompts_per_decode); teacher_prompts: the teacher pass's,
     teacher_samples each, at every budget in turn. An update's micro-batch holds up to
     micro_batch_tokens padded tokens, or one rollout of up to prompt_len + max_new_tokens."""
     c = _dtype_bytes(dtype, 'dtype')

@@ -155,6 +155,19 @@ def test_kv_cache_estimate_matches_model_and_sampler_allocations():
         # no second cache: the fan-out copy of the prompts' rows is gone (issue 12, finding 8)
         assert live.peak < memplan.kv_cache_bytes(cfg, rows + 1, length, 4)
 
+
+def test_chrpo_plan_sizes_the_sampling_rows_in_the_sampling_dtype():
+    # a bf16 update beside an fp32 sampling copy: the copy's weights and KV cache at 4 bytes an
+    # element, twice the bf16 copy's; the training rows do not change
+    cfg = make_model('gqa3_untied').config
+    plans = {sd: memplan.chrpo_plan(cfg, 4, 8, 4096, 40, 200, 1.0, 'bfloat16', 1, sample_dtype=sd)
+             for sd in (None, 'float32')}
+    weights = {sd: next(r['bytes'] for r in p['rollouts'] if r['what'] == 'weights (sampling copy)')
+               for sd, p in plans.items()}
+    assert weights['float32'] == 2 * weights[None] == memplan.param_counts(cfg)['total'] * 4
+    assert plans[None]['update'] == plans['float32']['update']
+
+
 # -----------------------------------------------------------------------------
 # the check and the CLI
 
