@@ -221,7 +221,7 @@ def chrpo_plan(cfg, rollout_prompts, group_size, micro_batch_tokens, prompt_len,
                world, activation_checkpointing=False, kl_coef=0.0, teacher_prompts=0, teacher_samples=1,
                sample_dtype=None):
     """train_chrpo.py: fp32 master weights + AdamW under `dtype` autocast, a `sample_dtype`
-    (default: `dtype`) sampling copy for rollouts, a frozen reference in it when kl_coef > 0.
+    (default: `dtype`) sampling copy for rollouts, a frozen `dtype` reference when kl_coef > 0.
     rollout_prompts: questions decoded at once on this GPU (prompts_per_decode); teacher_prompts: the teacher pass's,
     teacher_samples each, at every budget in turn. An update's micro-batch holds up to
     micro_batch_tokens padded tokens, or one rollout of up to prompt_len + max_new_tokens."""
@@ -229,7 +229,7 @@ def chrpo_plan(cfg, rollout_prompts, group_size, micro_batch_tokens, prompt_len,
     train = training_rows(cfg, max(micro_batch_tokens, prompt_len + max_new_tokens), 4, c, activation_checkpointing,
                           False, world, 'micro_batch_tokens', shard_key='')
     cs = _dtype_bytes(sample_dtype or dtype, 'sample_dtype')
-    ref = [_row('frozen reference model', param_counts(cfg)['total'] * cs, 'kl_coef')] if kl_coef > 0 else []
+    ref = [_row('frozen reference model', param_counts(cfg)['total'] * c, 'kl_coef')] if kl_coef > 0 else []
     rollouts = _resident(train, 'training state') + ref + sampling_rows(
         cfg, cs, cs, rollout_prompts * group_size, rollout_prompts, prompt_len, max_new_tokens, top_p,
         'sample_batch_size, max_new_tokens', weights='weights (sampling copy)')

@@ -45,7 +45,7 @@ teacher budget g* (None: all-fail question), correct, valid (check_integrity).
 
 Defaults (DEFAULTS below) are ours, not the paper's; every one can be overridden by keyword:
 band 0.1, huber_delta 0.05, w_cal 1.0, w_center 0.0, w_short 0.1, kappa 0.06, w_mode 0.5,
-lambda_under 0.6, lambda_over 0.2, tier_clip 0.45, invalid_reward -1.0.
+lambda_under 0.6, lambda_over 0.2, w_over 1.0, tier_clip 0.45, invalid_reward -1.0.
 
 Honest budgets (why calibration outweighs shortness): R_main is credited to the think and
 answer tokens, not to the control token, so whatever it pays for short thinking teaches the
@@ -68,10 +68,11 @@ a correct answer that left c's band earns the control token what a wrong one at 
 Centered budgets (w_center, off by default): with w_center = 0, R_main is flat inside the band
 below r = 0.4 (no calibration penalty there, and the shortness bonus is already at its cap
 kappa), so nothing holds the <COMP_20> mode's thinking at 0.2 while slightly longer thinking is
-slightly more often right. In CHRPO on the embedded default its r drifted from 0.21 to
-0.27-0.29, a third of those answers crossed the band's edge, the kept-budget rule above failed
-them in R_ctrl, and in some runs the control token left <COMP_20> (one: every question at
-<COMP_40> by step 40). w_center > w_short makes r = c the best place inside the band
+slightly more often right. In CHRPO on the embedded default its r drifted upward (2-step
+questions in one run: 0.21 -> 0.27-0.29, a third of them past the band's edge; 1-step
+questions in another: 0.20 -> 0.28, 43% past it), the kept-budget rule above failed those
+answers in R_ctrl, and the control token left <COMP_20> (the second run: every question at
+<COMP_40> from step 41 on). w_center > w_short makes r = c the best place inside the band
 (`test_centering_pays_most_for_thinking_at_the_chosen_budget`): at 0.5 the 0.2 mode stayed at
 r = 0.20-0.24 and kept its questions, but CHRPO then sent more 3-step questions to <COMP_20>
 (their teacher budget) at a cost in accuracy, below the goal in one run of four (README,
@@ -94,7 +95,7 @@ from grading import find_boxed
 # constants
 
 DEFAULTS = dict(
-    band=0.1,               # |r - c| <= band is calibrated: no penalty
+    band=0.1,               # |r - c| <= band is calibrated: no Huber penalty (w_center's slope only)
     huber_delta=0.05,       # Huber (smooth-L1) switch from quadratic to linear
     w_cal=1.0,              # weight of the calibration penalty (slope past the band: > w_short, see below)
     w_center=0.0,           # slope of the calibration penalty inside the band (> w_short: r = c is best there)
@@ -129,6 +130,12 @@ def _cfg(overrides, where):
         raise ValueError(f"{where}: tier_clip={cfg['tier_clip']} must be < 0.5 to keep tiers apart")
     if not cfg["invalid_reward"] < -cfg["tier_clip"]:
         raise ValueError(f"{where}: invalid_reward={cfg['invalid_reward']} must be < -tier_clip")
+    if not cfg["w_center"] >= 0:
+        raise ValueError(f"{where}: w_center={cfg['w_center']} must be >= 0 (a pull toward c, not away)")
+    # a correct kept answer must beat a wrong one at any c >= g*: 1 - w_over * 0.8 > -lambda_over
+    if not 0 <= cfg["w_over"] < (1 + cfg["lambda_over"]) / 0.8:
+        raise ValueError(f"{where}: w_over={cfg['w_over']} must be in [0, (1 + lambda_over) / 0.8): above it "
+                         f"a correct answer at c = 1.0 over g* = 0.2 earns less than a wrong one")
     return cfg
 
 

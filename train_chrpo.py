@@ -39,8 +39,9 @@ Two phases:
    on any number of GPUs), run in micro-batches of at most `micro_batch_tokens` padded tokens.
 
 Precision (optim.py): fp32 master weights, gradients and AdamW state (the checkpoint keeps
-them: resume is exact); bf16 (`autocast_dtype`) only inside autocast and in the sampling copy
-rollouts decode with, refreshed after every update. Memory: memplan.chrpo_plan is printed
+them: resume is exact); bf16 (`autocast_dtype`) only inside the update's autocast and, unless
+`sample_dtype` says otherwise, in the sampling copy rollouts decode with, refreshed after every
+update. `compile` compiles the training model's blocks; the sampler keeps its own eager copy. Memory: memplan.chrpo_plan is printed
 before anything runs, and the run refused when a phase does not fit (`memory_budget_gb`).
 """
 import copy
@@ -116,8 +117,8 @@ seed = 1337                        # sampling seeds and the question order
 ckpt_interval = 10                 # steps between checkpoints
 resume = False                     # continue from {out_dir}/ckpt
 autocast_dtype = 'auto'            # the update's autocast: 'auto' = bf16 on CUDA, fp32 (off) on CPU
-sample_dtype = 'auto'              # the sampling copy's dtype (rollouts, teacher pass, KL reference); 'auto' = the
-                                   # autocast dtype. fp32 sampling beside a bf16 update: exact behaviour log-probs
+sample_dtype = 'auto'              # the sampling copy's dtype (rollouts, teacher pass); 'auto' = the autocast
+                                   # dtype. fp32 beside a bf16 update: rollouts drawn from the fp32 policy exactly
 compile = False                    # torch.compile the blocks for the update (model.compile_blocks; dynamic shapes)
 activation_checkpointing = False   # recompute each block in backward (much less activation memory)
 memory_budget_gb = 0.0             # GiB a device the memory plan must fit; 0 = the CUDA device's (CPU: no check)
@@ -470,7 +471,8 @@ def main():
     memplan.check({k: v for k, v in phases.items() if k in runs}, memplan.budget_bytes(device, memory_budget_gb),
                   'train_chrpo', print_fn=print0)
     os.makedirs(out_dir, exist_ok=True)
-    sample_model = sampling_copy(model, sample_amp, separate=compile)  # before compile: the sampler runs eager
+    # before compile: the sampler decodes with an eager copy (no copy needed for the teacher stage alone)
+    sample_model = sampling_copy(model, sample_amp, separate=compile and stage != 'teacher')
 
     # ---- phase 1: teacher budgets (from the initial SFT model; skipped when cached and complete)
     if stage in ('teacher', 'all'):
@@ -491,7 +493,7 @@ def main():
     ref_model = None
     if kl_coef > 0:
         ref_model = copy.deepcopy(initial_model(sample_model, ckpt, init_from, sample_amp, device))
-        ref_model.eval().requires_grad_(False)
+        ref_model.to(DTYPES[amp]).eval().requires_grad_(False)  # runs in the update's forward: its dtype
     model.set_activation_checkpointing(activation_checkpointing)  # before compile and DDP
     if compile:
         model.compile_blocks()  # in place: checkpoints keep plain state_dict keys

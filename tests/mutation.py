@@ -33,8 +33,8 @@ MUTATIONS = [
     # ---- rewards: the CHRPO reward terms
     ('rewards.py', 'return x * x / (2 * delta) if x <= delta else x - delta / 2',
      'return x * x / (2 * delta) if x <= delta else x - delta', [RV]),
-    ('rewards.py', 'excess = max(0.0, abs(r - c) - cfg["band"])',
-     'excess = max(0.0, abs(r - c) - cfg["huber_delta"])', [RV]),
+    ('rewards.py', 'excess = max(0.0, off - cfg["band"])',
+     'excess = max(0.0, off - cfg["huber_delta"])', [RV]),
     ('rewards.py', 'cfg["w_cal"] * huber(excess, cfg["huber_delta"])',
      'cfg["w_cal"] * huber(excess, cfg["band"])', [RV]),
     ('rewards.py', 'cfg["w_center"] * min(off, cfg["band"])', 'cfg["w_center"] * off', [RV]),

@@ -245,6 +245,7 @@ def loop_run(tok, tmp_path, monkeypatch):
                top_p=1.0, mu=1, micro_batch_tokens=400, learning_rate=1e-2, kl_coef=0.0, reward_overrides=dict(C),
                adv_std_floor=STD_FLOOR,
                use_ctrl_reward=True, use_mode_term=True, skip_uniform_groups=True, resume=False, autocast_dtype='float32',
+               sample_dtype='auto', compile=False,
                ckpt_interval=10, max_rl_questions=0, warmup_iters=0, grad_clip=1.0)
 
     def run(**kw):
@@ -367,10 +368,17 @@ def test_bf16_compiled_update_samples_from_an_exact_fp32_copy(loop_run, monkeypa
     that equals the master weights exactly after each step, and the update's bf16 log-probs
     differ from the fp32 behaviour log-probs by a little (the metric reads it), not by nothing."""
     compiled = []
-    monkeypatch.setattr(Qwen3, 'compile_blocks', lambda self: compiled.append(self) or self)  # no inductor in tests
+
+    def mark_compiled(self):  # no inductor in tests: mark the blocks a real compile would wrap
+        compiled.append(self)
+        for block in self.model.layers:
+            block.was_compiled = True
+        return self
+    monkeypatch.setattr(Qwen3, 'compile_blocks', mark_compiled)
     res = loop_run(max_iters=2, autocast_dtype='bfloat16', sample_dtype='float32', compile=True)
     trained, (sampled, step1) = res['model'], res['sampled_with'][-1]  # step 2 sampled with step 1's weights
     assert compiled == [trained] and sampled is not trained
+    assert not any(getattr(b, 'was_compiled', False) for b in sampled.model.layers)  # copied before compiling
     assert all(p.dtype == torch.float32 for p in sampled.parameters())
     assert any(not torch.equal(step1[k], v) for k, v in res['init'].state_dict().items())
     for k, v in trained.state_dict().items():

@@ -235,3 +235,8 @@ def test_rollout_rewards_and_overrides():
         r_ctrl(1.5, 0.4, True)
     with pytest.raises(ValueError, match="realized ratio"):
         r_main(True, True, 0.4, None, 0.4)
+    with pytest.raises(ValueError, match="w_center"):
+        r_main(True, True, 0.4, 0.45, 0.4, w_center=-0.1)
+    with pytest.raises(ValueError, match="w_over"):  # 1 - 1.6 * 0.8 < -lambda_over: correct would lose to wrong
+        r_ctrl(1.0, 0.2, True, w_over=1.6)
+    assert r_ctrl(1.0, 0.2, True, w_over=1.4) > r_ctrl(1.0, 0.2, False, w_over=1.4)
