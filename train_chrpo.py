@@ -41,8 +41,9 @@ Two phases:
 Precision (optim.py): fp32 master weights, gradients and AdamW state (the checkpoint keeps
 them: resume is exact); bf16 (`autocast_dtype`) only inside the update's autocast and, unless
 `sample_dtype` says otherwise, in the sampling copy rollouts decode with, refreshed after every
-update. `compile` compiles the training model's blocks; the sampler keeps its own eager copy. Memory: memplan.chrpo_plan is printed
-before anything runs, and the run refused when a phase does not fit (`memory_budget_gb`).
+update. `compile` compiles the training model's blocks; the sampler keeps its own eager copy.
+Memory: memplan.chrpo_plan is printed before anything runs, and the run refused when a phase
+does not fit (`memory_budget_gb`).
 """
 import copy
 import math
