@@ -26,9 +26,12 @@ How it works (one batch of rows = (prompt, sample) pairs, at most `batch_size` o
    over the cache slots in use so far. On CPU the step is fused_decode_step, the model's
    T=1 forward with fused weights and fewer ops (a small model's CPU step costs its op
    count more than its FLOPs), eager or, with compile=True, through torch.compile; on
-   CUDA it is model.py's forward. CUDA static path (cuda_graph=True): shapes never
-   change, the decode step is captured once as a CUDA graph and replayed; finished rows
-   stay in the batch, masked (their input frozen, their outputs ignored).
+   CUDA it is model.py's forward. Static path (CUDA with cuda_graph=True or compile=True,
+   or static_shapes=True on any device): shapes never change, the decode step is model.py's
+   forward over the whole cache, captured once as a CUDA graph and replayed on CUDA;
+   finished rows stay in the batch, masked (their input frozen, their outputs ignored).
+   On CPU it is slower than the default (finished rows keep costing work); it is there so
+   that the GPU path's logic runs, and is tested, without a GPU.
 
 Sampling, per row, from the logits x of the step:
     temperature == 0:  token = argmax x,  logprob = log_softmax(x)[token]   (greedy)
@@ -45,10 +48,10 @@ generation made a draw at batch 32 cost ~40% of the CPU model step; now 8x less.
 
 What has been measured (BENCHMARKS.md): the CPU path only, fused_decode_step eager and
 compiled; its greedy tokens equal transformers' at every position and tests/test_sampler.py
-runs on CPU.
-The CUDA paths (model.py's forward on CUDA, the static-shape decode with a CUDA graph or
-torch.compile, bf16 weights) have not run on a GPU yet: none was available to this project
-so far, so their correctness and speed are unchecked.
+runs on CPU, the static-shape loop included (static_shapes=True, eager and compiled).
+The CUDA-only parts (model.py's forward on CUDA, the CUDA graph capture and replay, bf16
+weights) have not run on a GPU yet: none was available to this project so far, so their
+correctness and speed are unchecked (`bash bench_gpu.sh` runs every GPU check at once).
 
 Run the tests with `python -m pytest tests/test_sampler.py` and the speed comparison
 against transformers with `python bench_sampler.py` (`--device=cuda` on a GPU).
@@ -446,13 +449,14 @@ def _decode_eager(model, cache, first_tokens, first_logprobs, pos, row_ids, n, m
     return results + _finish(out_tokens.cpu(), out_logprobs.cpu(), stop_at.cpu(), row_ids, n, max_new_tokens)
 
 
-def _decode_static_cuda(model, cache, first_tokens, first_logprobs, pos, row_ids, n, max_new_tokens,
-                        sample, stop_ids, use_graph, use_compile, progress):
-    """Static-shape decoding on CUDA (not yet run on a GPU: see the module docstring).
-    The batch never shrinks: finished rows keep their last token and position (they rewrite
-    one slot of their own row, which nobody reads) and their outputs are ignored. The step
-    logits = model(tok, cache, pos) reads/writes only the static tensors, so it can be
-    captured once as a CUDA graph and replayed; sampling runs outside the graph."""
+def _decode_static(model, cache, first_tokens, first_logprobs, pos, row_ids, n, max_new_tokens,
+                   sample, stop_ids, use_graph, use_compile, progress):
+    """Static-shape decoding: CUDA's path (the graph capture has not run on a GPU yet: see the
+    module docstring), which static_shapes=True also runs on CPU. The batch never shrinks:
+    finished rows keep their last token and position (they rewrite one slot of their own row,
+    which nobody reads) and their outputs are ignored. The step logits = model(tok, cache, pos)
+    reads/writes only the static tensors, so it can be captured once as a CUDA graph and
+    replayed; sampling runs outside the graph."""
     R, device = first_tokens.shape[0], first_tokens.device
     static_tokens = first_tokens.clone()
     static_pos = pos.clone()
@@ -515,7 +519,8 @@ def _decode_static_cuda(model, cache, first_tokens, first_logprobs, pos, row_ids
 
 @torch.inference_mode()
 def generate(model, prompts, n=1, max_new_tokens=256, temperature=1.0, top_p=1.0, top_k=0,
-             stop_token_ids=(), seed=None, batch_size=None, cuda_graph=False, compile=False, progress=False):
+             stop_token_ids=(), seed=None, batch_size=None, cuda_graph=False, compile=False, static_shapes=None,
+             progress=False):
     """Sample n continuations of every prompt (a list of token-id lists). Returns a list of
     len(prompts) * n dicts in prompt order (prompt 0's n samples first), each with
     prompt_index, tokens (generated ids, the stop token included when hit), logprobs (float
@@ -524,6 +529,9 @@ def generate(model, prompts, n=1, max_new_tokens=256, temperature=1.0, top_p=1.0
     padding). cuda_graph: CUDA only (static-shape decode, see the docstring). compile: on CUDA
     the static-shape step, on CPU the fused step, through torch.compile (tens of seconds the
     first time in a process on a cold inductor cache; pays for long or batch-1 decoding).
+    static_shapes: None = the static-shape loop on CUDA with cuda_graph or compile, the
+    dynamic one otherwise; True / False force it (True on CPU runs CUDA's loop without a graph,
+    compile=True then compiling model.py's forward with static shapes).
     seed: same seed and arguments -> same outputs; None draws a fresh seed."""
     stop_token_ids = [int(s) for s in stop_token_ids]
     if isinstance(prompts, (list, tuple)):
@@ -550,7 +558,8 @@ def generate(model, prompts, n=1, max_new_tokens=256, temperature=1.0, top_p=1.0
         raise ValueError(f'batch_size must be >= 1, got {batch_size}')
     # rows (prompt p, sample s) -> row id p * n + s; batches of similar prompt lengths (stable sort)
     order = sorted(range(n_rows), key=lambda r: len(prompts[r // n]))
-    static = device.type == 'cuda' and (cuda_graph or compile)  # compile wants static shapes too
+    if static_shapes is None:
+        static_shapes = device.type == 'cuda' and (cuda_graph or compile)  # compile wants static shapes too
     for start in range(0, n_rows, batch_size):
         rows = order[start:start + batch_size]
         distinct = list(dict.fromkeys(r // n for r in rows))  # prompts in row order: src below is sorted
@@ -566,9 +575,9 @@ def generate(model, prompts, n=1, max_new_tokens=256, temperature=1.0, top_p=1.0
         first_tokens, first_logprobs = sample(logits)  # one independent draw per row
         row_ids = torch.tensor(rows)
         pos = lens.clone()  # the first generated token is written at slot len
-        if static:
-            batch_results = _decode_static_cuda(model, cache, first_tokens, first_logprobs, pos, row_ids, n,
-                                                max_new_tokens, sample, stop_ids, cuda_graph, compile, progress)
+        if static_shapes:
+            batch_results = _decode_static(model, cache, first_tokens, first_logprobs, pos, row_ids, n, max_new_tokens,
+                                           sample, stop_ids, cuda_graph and device.type == 'cuda', compile, progress)
         else:
             batch_results = _decode_eager(model, cache, first_tokens, first_logprobs, pos, row_ids, n,
                                           max_new_tokens, sample, stop_ids, compile, progress)
