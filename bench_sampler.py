@@ -30,7 +30,7 @@ import time
 
 import torch
 
-from model import Qwen3, Qwen3Config
+from model import Qwen3, Qwen3Config, flash_attn_func
 from sampler import generate
 
 # -----------------------------------------------------------------------------
@@ -98,7 +98,7 @@ def memory_bandwidth_bytes_per_s():
 
 if args.threads > 0:
     torch.set_num_threads(args.threads)
-cuda = args.device == 'cuda'
+cuda = torch.device(args.device).type == 'cuda'
 batch_sizes = [int(b) for b in (args.batch_sizes or ('1,64' if cuda else '1,32')).split(',')]
 prompt_len = args.prompt_len or (512 if cuda else 32)
 hf_cache = args.hf_cache or ('static' if cuda else 'dynamic')
@@ -108,7 +108,8 @@ cfg = Qwen3Config(**shape, initializer_range=0.5 if not cuda else 0.02, torch_dt
                   bos_token_id=None, eos_token_id=None, pad_token_id=0)
 ours = Qwen3(cfg).init_weights(0).to(device=args.device, dtype=dtype).eval()
 print(f'device {args.device}, {torch.get_num_threads()} threads, model {ours.num_params() / 1e6:.2f}M params, '
-      f'{dtype}, prompt {prompt_len}, {args.max_new_tokens} new tokens, transformers with a {hf_cache} cache')
+      f'{dtype}, prompt {prompt_len}, {args.max_new_tokens} new tokens, transformers with a {hf_cache} cache'
+      + (f', attention {"flash-attn" if flash_attn_func is not None else "SDPA (no flash-attn)"}' if cuda else ''))
 
 import transformers  # noqa: E402  (imported late: only the benchmark needs it)
 
@@ -162,10 +163,12 @@ for B in batch_sizes:
 if cuda:
     # batch-1 decode step time against the read floor: every weight once (the embedding's one row aside,
     # counted anyway: 0.6 GB of a tied 1.7B model's 3.4 GB are the LM head) plus the k/v of the slots
-    # attended to, at the step's mean position over the 2N-token call
+    # attended to. The step time is (t(2N) - t(N)) / N: the steps at positions prompt_len + N .. + 2N,
+    # whose mean is prompt_len + 1.5 N. (Without flash-attn the static path's masked SDPA reads the
+    # whole static cache, prompt_len + 2N slots: the floor counts what a step needs, not what it reads.)
     bw = memory_bandwidth_bytes_per_s()
     weight_bytes = sum(p.numel() * p.element_size() for p in ours.parameters())
-    mean_slots = prompt_len + N  # positions prompt_len .. prompt_len + 2N: their mean
+    mean_slots = prompt_len + 1.5 * N
     kv_bytes = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * mean_slots * dtype.itemsize
     floor_bytes = weight_bytes + kv_bytes
     prompt = [torch.randint(0, cfg.vocab_size, (prompt_len,), generator=gen).tolist()]

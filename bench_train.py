@@ -24,9 +24,12 @@ through the head, in 4 MB chunks. On CPU, batch lengths are drawn like length-gr
 a real run; --seq_len fixes one length (CUDA's default). The first quarter of each row is a
 prompt with no target.
 Timing: after the warm-up steps (the compile time is reported separately, as the wall time of
-those steps minus the first variant's), the variants run in interleaved rounds of --steps steps
-each; tokens/s is the median over the rounds. On CUDA the variants run one after another (a
-1.7B model's fp32 weights, gradients and AdamW state take 27 GB each) on a dedicated device.
+those steps minus the first variant's; on CUDA the first variant's warm-up also pays the Triton
+kernels' JIT and cuBLAS set-up, so the figure is a lower bound there), the variants run in
+interleaved rounds of --steps steps each; tokens/s is the median over the rounds. On CUDA the
+variants run one after another (a 1.7B model's fp32 weights, gradients and AdamW state take
+27 GB each) on a dedicated device, each one's peak memory printed against memplan's estimate
+(whose 2 GiB runtime row is memory torch's allocator does not count).
 Tokens are real tokens (no padding here, so tokens = batch * length).
 MFU = model FLOPs per token (model.flops_per_token at the batch's length, as train_sft.py logs
 it) x tokens/s / --peak_tflops; printed on CUDA, or on CPU when --peak_tflops is given.
@@ -40,7 +43,7 @@ import torch
 
 import memplan
 from kernels import fused_linear_token_logprobs
-from model import Qwen3, Qwen3Config
+from model import Qwen3, Qwen3Config, flash_attn_func
 from optim import adamw, make_autocast
 
 # -----------------------------------------------------------------------------
@@ -65,7 +68,7 @@ parser.add_argument('--rounds', type=int, default=3, help='timed rounds')
 parser.add_argument('--threads', type=int, default=0, help='torch.set_num_threads (0 = leave as is)')
 args = parser.parse_args()
 
-cuda = args.device == 'cuda'
+cuda = torch.device(args.device).type == 'cuda'
 VOCAB = 851   # the speedrun's trained BPE with the budget tokens (out/base/ckpt/config.json vocab_size)
 TINY_BASE = dict(vocab_size=VOCAB, hidden_size=128, intermediate_size=384, num_hidden_layers=4,
                  num_attention_heads=4, num_key_value_heads=2, head_dim=32, max_position_embeddings=2048,
@@ -139,6 +142,30 @@ def batch_flops(model, batches):
     return sum(x.numel() * model.flops_per_token(x.shape[1]) for x, _ in batches)
 
 
+def measure(group, base, device, batch, lengths, checkpointing, warmup, steps, rounds, peak_flops):
+    """`warmup` steps, then `rounds` interleaved timed rounds of `steps` steps of the variants in
+    `group`, each on its own copy of base. Returns ({name: warm-up s}, {name: [tokens/s a
+    round]}, {name: [MFU a round]}; MFU 0 without a peak)."""
+    variants = {name: make_variant(name, base, device, checkpointing) for name in group}
+    warm = make_batches(warmup, 1, base.config.vocab_size, batch, lengths, device)
+    warm_s, tps, mfu = {}, {name: [] for name in group}, {name: [] for name in group}
+    for name, v in variants.items():
+        t0 = time.perf_counter()
+        loss = train_steps(v, warm)
+        warm_s[name] = time.perf_counter() - t0
+        print(f'{name:20s} warm-up {warmup} steps: {warm_s[name]:6.1f} s (loss {loss:.3f})', flush=True)
+    for r in range(rounds):
+        batches = make_batches(steps, 100 + r, base.config.vocab_size, batch, lengths, device)
+        n_tokens, flops = sum(x.numel() for x, _ in batches), batch_flops(base, batches)
+        for name, v in variants.items():
+            t0 = time.perf_counter()
+            train_steps(v, batches)
+            dt = time.perf_counter() - t0
+            tps[name].append(n_tokens / dt)
+            mfu[name].append(flops / dt / peak_flops if peak_flops else 0.0)
+    return warm_s, tps, mfu
+
+
 def planned_bytes(cfg, name, batch, max_len, checkpointing):
     """memplan's estimate of train_sft.py's peak for this variant's step."""
     plan = memplan.sft_plan(cfg, batch, max_len, 'bfloat16' if name.endswith('bf16') else 'float32', False, 1,
@@ -156,33 +183,21 @@ cfg = Qwen3Config(**SHAPE, torch_dtype='float32', bos_token_id=None, eos_token_i
 base = Qwen3(cfg).init_weights(0)  # fp32 master weights; each variant copies them to the device
 names = VARIANTS.split(',')
 print(f'{args.device}, {torch.get_num_threads()} threads, model {base.num_params() / 1e6:.2f}M params, batch {BATCH}, '
-      f'lengths {LENGTHS[0]}-{LENGTHS[1]}, activation checkpointing {CHECKPOINTING}, torch {torch.__version__}')
+      f'lengths {LENGTHS[0]}-{LENGTHS[1]}, activation checkpointing {CHECKPOINTING}, torch {torch.__version__}'
+      + (f', attention {"flash-attn" if flash_attn_func is not None else "SDPA (no flash-attn)"}' if cuda else ''))
 groups = [[name] for name in names] if cuda else [names]  # CPU: interleaved, against load changes
-warm_s, tps, mfu = {}, {name: [] for name in names}, {name: [] for name in names}
+warm_s, tps, mfu = {}, {}, {}
 for group in groups:
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    variants = {name: make_variant(name, base, device, CHECKPOINTING) for name in group}
-    warm = make_batches(WARMUP, 1, cfg.vocab_size, BATCH, LENGTHS, device)
-    for name, v in variants.items():
-        t0 = time.perf_counter()
-        loss = train_steps(v, warm)
-        warm_s[name] = time.perf_counter() - t0
-        print(f'{name:20s} warm-up {WARMUP} steps: {warm_s[name]:6.1f} s (loss {loss:.3f})', flush=True)
-    for r in range(args.rounds):
-        batches = make_batches(STEPS, 100 + r, cfg.vocab_size, BATCH, LENGTHS, device)
-        n_tokens, flops = sum(x.numel() for x, _ in batches), batch_flops(base, batches)
-        for name, v in variants.items():
-            t0 = time.perf_counter()
-            train_steps(v, batches)
-            dt = time.perf_counter() - t0
-            tps[name].append(n_tokens / dt)
-            mfu[name].append(flops / dt / PEAK_FLOPS if PEAK_FLOPS else 0.0)
+    group_warm_s, group_tps, group_mfu = measure(group, base, device, BATCH, LENGTHS, CHECKPOINTING, WARMUP, STEPS,
+                                                 args.rounds, PEAK_FLOPS)  # its models are freed when it returns
+    warm_s.update(group_warm_s), tps.update(group_tps), mfu.update(group_mfu)
     if cuda:  # one variant per group: the peak is its own
-        print(f'{group[0]:20s} peak memory {torch.cuda.max_memory_allocated() / memplan.GiB:.1f} GiB, memplan '
-              f'{planned_bytes(cfg, group[0], BATCH, LENGTHS[1], CHECKPOINTING) / memplan.GiB:.1f} GiB', flush=True)
-    del variants  # CUDA: the next variant's 27 GB of state
-    if cuda:
+        planned = planned_bytes(cfg, group[0], BATCH, LENGTHS[1], CHECKPOINTING)
+        print(f'{group[0]:20s} peak memory {torch.cuda.max_memory_allocated() / memplan.GiB:.1f} GiB allocated, '
+              f'{torch.cuda.max_memory_reserved() / memplan.GiB:.1f} reserved; memplan {planned / memplan.GiB:.1f} GiB, '
+              f'{(planned - memplan.RUNTIME_BYTES) / memplan.GiB:.1f} without its runtime row', flush=True)
         torch.cuda.empty_cache()
 med = {name: statistics.median(v) for name, v in tps.items()}
 ref = names[0]

@@ -531,7 +531,8 @@ def generate(model, prompts, n=1, max_new_tokens=256, temperature=1.0, top_p=1.0
     first time in a process on a cold inductor cache; pays for long or batch-1 decoding).
     static_shapes: None = the static-shape loop on CUDA with cuda_graph or compile, the
     dynamic one otherwise; True / False force it (True on CPU runs CUDA's loop without a graph,
-    compile=True then compiling model.py's forward with static shapes).
+    compile=True then compiling model.py's forward with static shapes: one graph per batch
+    shape, rows x cache slots, as on CUDA).
     seed: same seed and arguments -> same outputs; None draws a fresh seed."""
     stop_token_ids = [int(s) for s in stop_token_ids]
     if isinstance(prompts, (list, tuple)):
@@ -558,6 +559,8 @@ def generate(model, prompts, n=1, max_new_tokens=256, temperature=1.0, top_p=1.0
         raise ValueError(f'batch_size must be >= 1, got {batch_size}')
     # rows (prompt p, sample s) -> row id p * n + s; batches of similar prompt lengths (stable sort)
     order = sorted(range(n_rows), key=lambda r: len(prompts[r // n]))
+    if cuda_graph and static_shapes is False:
+        raise ValueError('generate: cuda_graph=True replays the static-shape loop; static_shapes=False contradicts it')
     if static_shapes is None:
         static_shapes = device.type == 'cuda' and (cuda_graph or compile)  # compile wants static shapes too
     for start in range(0, n_rows, batch_size):

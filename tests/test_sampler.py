@@ -348,3 +348,5 @@ def test_bad_input_raises_clear_errors():
         generate(model, [[1]], max_new_tokens=600)
     with pytest.raises(ValueError, match='stop token id'):
         generate(model, [[1]], stop_token_ids=[-1])
+    with pytest.raises(ValueError, match='static_shapes=False contradicts'):
+        generate(model, [[1]], cuda_graph=True, static_shapes=False)
