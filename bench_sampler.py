@@ -109,7 +109,8 @@ cfg = Qwen3Config(**shape, initializer_range=0.5 if not cuda else 0.02, torch_dt
 ours = Qwen3(cfg).init_weights(0).to(device=args.device, dtype=dtype).eval()
 print(f'device {args.device}, {torch.get_num_threads()} threads, model {ours.num_params() / 1e6:.2f}M params, '
       f'{dtype}, prompt {prompt_len}, {args.max_new_tokens} new tokens, transformers with a {hf_cache} cache'
-      + (f', attention {"flash-attn" if flash_attn_func is not None else "SDPA (no flash-attn)"}' if cuda else ''))
+      + (f', attention {"flash-attn" if flash_attn_func is not None else "no flash-attn: SDPA, one_query_attention to decode"}'
+         if cuda else ''))
 
 import transformers  # noqa: E402  (imported late: only the benchmark needs it)
 
@@ -164,7 +165,7 @@ if cuda:
     # batch-1 decode step time against the read floor: every weight once (the embedding's one row aside,
     # counted anyway: 0.6 GB of a tied 1.7B model's 3.4 GB are the LM head) plus the k/v of the slots
     # attended to. The step time is (t(2N) - t(N)) / N: the steps at positions prompt_len + N .. + 2N,
-    # whose mean is prompt_len + 1.5 N. (Without flash-attn the static path's masked SDPA reads the
+    # whose mean is prompt_len + 1.5 N. (Without flash-attn the static path's masked attention reads the
     # whole static cache, prompt_len + 2N slots: the floor counts what a step needs, not what it reads.)
     bw = memory_bandwidth_bytes_per_s()
     weight_bytes = sum(p.numel() * p.element_size() for p in ours.parameters())

@@ -164,6 +164,21 @@ def rope_cos_sin(positions, head_dim, theta, dtype):
     return emb.cos().to(dtype), emb.sin().to(dtype)
 
 
+def one_query_attention(q, k, v, mask):
+    """softmax(q k^T / sqrt(d), masked) v for a decode step (one query per row), with GQA and
+    no copy of the cache. q [B, heads, 1, d] is viewed as [B, kv_heads, group, d]: query head h
+    reads k/v head h // group, as repeat_interleave lays them out, so each row's keys and values
+    are read once for the group's queries. k, v [B, kv_heads, S, d]; mask [B, 1, 1, S] bool (True
+    = visible). SDPA would copy the cache here: CUDA's fused kernels refuse GQA with a mask, and
+    the math kernel then expands k and v to every query head, every step (without flash-attn,
+    twice a 1.7B model's whole static cache per decode step)."""
+    B, heads, _, d = q.shape
+    kv_heads = k.shape[1]
+    scores = torch.matmul(q.reshape(B, kv_heads, heads // kv_heads, d), k.transpose(-1, -2))  # [B, kv, group, S]
+    scores = (scores.float() / math.sqrt(d)).masked_fill(~mask, float('-inf'))
+    return torch.matmul(torch.softmax(scores, dim=-1).to(v.dtype), v).reshape(B, heads, 1, d)
+
+
 def apply_rope(x, cos, sin):
     # rotate-half: (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin) on the two halves of head_dim
     x1, x2 = x.chunk(2, dim=-1)
@@ -207,7 +222,7 @@ class Attention(nn.Module):
         head (repeat_interleave, what enable_gqa means): CUDA's fused kernels turn down
         enable_gqa with an attn_mask, and the math fallback keeps [B, heads, T, S] fp32 scores
         for backward in every layer (4 GiB a layer for the compressor's 4 x 4096 tokens). Decode
-        steps (one query, [B, heads, 1, S] scores) keep enable_gqa rather than copy the cache."""
+        steps without flash-attn go to one_query_attention instead."""
         rep = self.n_heads // self.n_kv_heads
         if mask is not None and rep > 1 and q.shape[2] > 1:
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
@@ -225,6 +240,8 @@ class Attention(nn.Module):
                                         cache_seqlens=ctx['seqlens'], causal=True)
             return y.transpose(1, 2)
         # query at absolute position p sees slots 0..p of its own row
+        if q.shape[2] == 1:
+            return one_query_attention(q, k_cache.to(q.dtype), v_cache.to(q.dtype), ctx['mask'])
         return self._sdpa(q, k_cache.to(q.dtype), v_cache.to(q.dtype), ctx['mask'], False)
 
 

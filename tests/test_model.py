@@ -351,7 +351,7 @@ def test_masked_gqa_expands_kv_and_equals_enable_gqa(monkeypatch):
     torch.testing.assert_close(got, ref, atol=1e-6, rtol=1e-5)
     assert calls == [(8, False)]  # all 8 query heads' k/v, no enable_gqa: fused kernels eligible
     attn._sdpa(q, k, v, None, True)  # no mask: flash takes GQA natively, nothing copied
-    attn._sdpa(q[:, :, :1], k, v, mask, False)  # a decode step keeps enable_gqa (no cache copy)
+    attn._sdpa(q[:, :, :1], k, v, mask, False)  # one query keeps enable_gqa (cached decode steps take one_query_attention)
     assert calls[1:] == [(2, True), (2, True)]
     # and end to end: the padded bidirectional classifier equals its unpadded rows
     clf = Qwen3(Qwen3Config(**CONFIGS['gqa4_tied'], rope_theta=10000.0, max_position_embeddings=256),
@@ -360,6 +360,43 @@ def test_masked_gqa_expands_kv_and_equals_enable_gqa(monkeypatch):
     padded = torch.cat([x, torch.zeros(1, 3, dtype=torch.long)], 1)
     with torch.no_grad():
         assert (clf(padded, attention_mask=torch.tensor([[1] * 6 + [0] * 3]))[:, :6] - clf(x)).abs().max() < 1e-5
+
+
+def test_one_query_attention_equals_float64_attention_over_expanded_heads():
+    # the decode step's GQA attention reads each k/v head once for its group of query heads;
+    # reference: float64 softmax(q k^T / sqrt(d)) v with k/v repeated to every query head
+    # (repeat_interleave: query head h uses k/v head h // group), per-row visibility masks
+    from model import one_query_attention
+    gen = torch.Generator().manual_seed(4)
+    B, heads, kv_heads, S, d = 3, 8, 2, 11, 16
+    q = torch.randn(B, heads, 1, d, generator=gen)
+    k, v = torch.randn(B, kv_heads, S, d, generator=gen), torch.randn(B, kv_heads, S, d, generator=gen)
+    visible = torch.tensor([11, 4, 1])  # row b sees slots 0 .. visible[b] - 1
+    mask = (torch.arange(S)[None, :] < visible[:, None])[:, None, None, :]
+    got = one_query_attention(q, k, v, mask)
+    kr, vr = k.double().repeat_interleave(heads // kv_heads, 1), v.double().repeat_interleave(heads // kv_heads, 1)
+    scores = (q.double() @ kr.transpose(-1, -2) / d ** 0.5).masked_fill(~mask, float('-inf'))
+    want = torch.softmax(scores, dim=-1) @ vr
+    assert got.shape == (B, heads, 1, d)
+    assert torch.allclose(got.double(), want, atol=1e-5)
+    assert torch.allclose(got[2, :, 0].double(), vr[2, :, 0])  # one visible slot: its value, exactly weighted 1
+
+
+def test_cached_decode_step_never_calls_sdpa(monkeypatch):
+    # SDPA with a mask and GQA copies the cache to every query head (the math kernel); a decode
+    # step (T = 1) must take one_query_attention, prefill (T > 1) keeps SDPA
+    cfg = Qwen3Config(**CONFIGS['gqa4_tied'], rope_theta=10000.0, max_position_embeddings=256)
+    model = Qwen3(cfg).init_weights(seed=12).eval()
+    calls = []
+    real_sdpa = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(torch.nn.functional, 'scaled_dot_product_attention',
+                        lambda *a, **kw: calls.append(a[0].shape[2]) or real_sdpa(*a, **kw))
+    cache = model.make_kv_cache(2, 16)
+    with torch.no_grad():
+        model(torch.randint(0, 257, (2, 5)), kv_cache=cache, input_pos=torch.zeros(2, dtype=torch.long))
+        n_prefill = len(calls)
+        model(torch.randint(0, 257, (2, 1)), kv_cache=cache, input_pos=torch.tensor([5, 3]))
+    assert n_prefill == cfg.num_hidden_layers and set(calls) == {5}
 
 
 # ---- token rows new to a checkpoint (budget tokens in Qwen3's padding rows)
