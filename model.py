@@ -165,13 +165,11 @@ def rope_cos_sin(positions, head_dim, theta, dtype):
 
 
 def one_query_attention(q, k, v, mask):
-    """softmax(q k^T / sqrt(d), masked) v for a decode step (one query per row), with GQA and
-    no copy of the cache. q [B, heads, 1, d] is viewed as [B, kv_heads, group, d]: query head h
-    reads k/v head h // group, as repeat_interleave lays them out, so each row's keys and values
-    are read once for the group's queries. k, v [B, kv_heads, S, d]; mask [B, 1, 1, S] bool (True
-    = visible). SDPA would copy the cache here: CUDA's fused kernels refuse GQA with a mask, and
-    the math kernel then expands k and v to every query head, every step (without flash-attn,
-    twice a 1.7B model's whole static cache per decode step)."""
+    """softmax(q k^T / sqrt(d), masked) v for a decode step (one query per row), GQA without
+    copying the cache: q [B, heads, 1, d] viewed as [B, kv_heads, group, d] (query head h reads
+    k/v head h // group, as repeat_interleave lays them out). k, v [B, kv_heads, S, d]; mask
+    [B, 1, 1, S] bool, True = visible. SDPA would copy: CUDA's fused kernels refuse GQA with a
+    mask, and the math kernel expands k and v to every query head, every step."""
     B, heads, _, d = q.shape
     kv_heads = k.shape[1]
     scores = torch.matmul(q.reshape(B, kv_heads, heads // kv_heads, d), k.transpose(-1, -2))  # [B, kv, group, S]
