@@ -17,22 +17,15 @@ import pytest
 import torch
 
 import kernels
-from model import Qwen3, Qwen3Config
+from model import Qwen3
 from optim import adamw, make_autocast
 from sampler import generate
+from test_sampler import greedy_reference, ragged_prompts, tiny_model
 
 DEVICE = os.environ.get('TEST_GPU_DEVICE', 'cuda')
 pytestmark = pytest.mark.skipif(DEVICE == 'cuda' and not torch.cuda.is_available(), reason='needs a CUDA device')
 ON_GPU = DEVICE == 'cuda'
 VOCAB = 151936 if ON_GPU else 1001  # Qwen3's vocabulary on the GPU; the interpreter is slow
-
-
-def tiny_model(seed=0, vocab=96):
-    cfg = Qwen3Config(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=512,
-                      initializer_range=0.5, torch_dtype='float32', bos_token_id=None, eos_token_id=None,
-                      pad_token_id=0, tie_word_embeddings=False)
-    return Qwen3(cfg).init_weights(seed).eval()
 
 
 def reference_logprobs(logits, targets, temperature):
@@ -41,20 +34,6 @@ def reference_logprobs(logits, targets, temperature):
     t = targets.cpu()
     out = lp.gather(-1, t.clamp(min=0)[:, None]).squeeze(-1)
     return out.masked_fill(t == -100, 0.0)
-
-
-@torch.no_grad()
-def greedy_reference(model, prompt, max_new_tokens, stop_token_ids=()):
-    """Cache-free greedy decoding on the model's device: a full forward per new token."""
-    device = model.model.embed_tokens.weight.device
-    seq, out = list(prompt), []
-    for _ in range(max_new_tokens):
-        tok = int(model(torch.tensor([seq], device=device))[0, -1].argmax())
-        out.append(tok)
-        seq.append(tok)
-        if tok in stop_token_ids:
-            break
-    return out
 
 
 def require_compiled_triton():
@@ -129,8 +108,7 @@ def test_cuda_graph_decode_matches_cache_free_reference(compile):
     # compile=True the captured step is the compiled one) in fp32: rows stop at different
     # steps, one prompt's rows at their first token. Tokens equal cache-free decoding
     model = tiny_model().to(DEVICE)
-    g = torch.Generator().manual_seed(0)
-    prompts = [torch.randint(0, 96, (n,), generator=g).tolist() for n in (3, 11, 1, 7)]
+    prompts = ragged_prompts()
     free = [greedy_reference(model, p, 20) for p in prompts]
     for stops in ((free[2][3],), (free[2][0],)):
         want = [greedy_reference(model, p, 20, stops) for p in prompts]

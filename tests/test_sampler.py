@@ -33,10 +33,11 @@ def ragged_prompts(seed=0, lengths=(3, 11, 1, 7)):
 
 @torch.no_grad()
 def greedy_reference(model, prompt, max_new_tokens, stop_token_ids=()):
-    """Cache-free greedy decoding: a full forward over the whole sequence at every step."""
+    """Cache-free greedy decoding on the model's device: a full forward over the whole sequence at every step."""
+    device = model.model.embed_tokens.weight.device
     seq, out = list(prompt), []
     for _ in range(max_new_tokens):
-        tok = int(model(torch.tensor([seq]))[0, -1].argmax())
+        tok = int(model(torch.tensor([seq], device=device))[0, -1].argmax())
         out.append(tok)
         seq.append(tok)
         if tok in stop_token_ids:
